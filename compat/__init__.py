@@ -1,0 +1,1 @@
+"""compat: the API dialects (wire schemas, parsing, rendering). Pure: no I/O, no engine, no gateway."""

