@@ -61,32 +61,43 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     if settings.port and not _port_free(settings.host, settings.port):
         print(f"error: cannot start: port {settings.port} on {settings.host} is already in use (--port/PORT)",
               file=sys.stderr)
         return 1
-    engine_port = settings.engine_port or _free_port()
-    if not _port_free("127.0.0.1", engine_port):
-        print(f"error: cannot start the engine: port {engine_port} is already in use (--engine-port)",
-              file=sys.stderr)
-        return 1
+    if settings.engine_port:
+        ports = [settings.engine_port + i for i in range(settings.engine_replicas)]
+    else:
+        ports = []
+        while len(ports) < settings.engine_replicas:
+            p = _free_port()
+            if p not in ports:
+                ports.append(p)
+    for engine_port in ports:
+        if not _port_free("127.0.0.1", engine_port):
+            print(f"error: cannot start the engine: port {engine_port} is already in use (--engine-port)",
+                  file=sys.stderr)
+            return 1
 
     runtime_dir = Path(settings.runtime_dir or tempfile.mkdtemp(prefix="vllm-rerank-"))
     runtime_dir.mkdir(parents=True, exist_ok=True)
     state_path = runtime_dir / "engine-state.json"
-    config = settings.engine_config(port=engine_port)
-    log.info("service_config model=%s family=%s device=%s workers=%d engine=%s", config_probe,
-             config.family.name, config.device, settings.workers, config.url)
+    configs = settings.engine_configs(ports)
+    config = configs[0]
+    log.info("service_config model=%s family=%s device=%s workers=%d engines=%s", config_probe,
+             config.family.name, config.device, settings.workers, ",".join(c.url for c in configs))
 
     supervisors: list[EngineSupervisor] = []
 
     def publish() -> None:
         publish_state(state_path, [s.snapshot() for s in supervisors], gateway_pid=os.getpid())
 
-    supervisors.append(
-        EngineSupervisor(config, ready_timeout_s=settings.ready_timeout, stop_grace_s=settings.stop_grace,
+    supervisors.extend(
+        EngineSupervisor(c, ready_timeout_s=settings.ready_timeout, stop_grace_s=settings.stop_grace,
                          on_change=publish)
+        for c in configs
     )
     publish()
     os.environ[SETTINGS_ENV] = settings.to_json()
@@ -136,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         stopping.set()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for sup in supervisors:
-            sup.stop()
+        stoppers = [threading.Thread(target=sup.stop) for sup in supervisors]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
         publish()
         if not settings.runtime_dir:
             shutil.rmtree(runtime_dir, ignore_errors=True)

@@ -64,6 +64,8 @@ class Settings:
     dtype: str | None = None
     enforce_eager: bool | None = None
     engine_port: int = 0
+    engine_replicas: int = 1
+    engine_devices: tuple[str, ...] = ()
     ready_timeout: float = 600.0
     request_timeout: float = 120.0
     stop_grace: float = 15.0
@@ -100,6 +102,21 @@ class Settings:
         if not self.model and not self.model_size:
             return "all-MiniLM-L6-v2"
         return Path(self.resolved_model.rstrip("/")).name or self.resolved_model
+
+    def engine_configs(self, ports: list[int]) -> list[EngineConfig]:
+        """One EngineConfig per replica. Replicas sharing a GPU split --gpu-memory-utilization."""
+        n = self.engine_replicas
+        configs = []
+        for i in range(n):
+            cfg = self.engine_config(port=ports[i], name=f"engine{i}")
+            env: list[tuple[str, str]] = []
+            if self.engine_devices:
+                env.append(("CUDA_VISIBLE_DEVICES", self.engine_devices[i % len(self.engine_devices)]))
+            elif n > 1 and cfg.device != "cpu":
+                share = (self.gpu_memory_utilization or 0.9) / n
+                cfg = cfg.with_(gpu_memory_utilization=round(share, 3))
+            configs.append(cfg.with_(extra_env=tuple(env)))
+        return configs
 
     def engine_config(self, *, port: int, name: str = "engine0") -> EngineConfig:
         model = self.resolved_model
@@ -139,7 +156,7 @@ class Settings:
     @classmethod
     def from_json(cls, text: str) -> "Settings":
         data = json.loads(text)
-        for key in ("vllm_args", "model_aliases"):
+        for key in ("vllm_args", "model_aliases", "engine_devices"):
             data[key] = tuple(data.get(key) or ())
         return cls(**data)
 
@@ -175,7 +192,13 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--max-model-len", "RERANK_MAX_MODEL_LEN", int, "vLLM --max-model-len (query+document tokens per pair)."),
     ("--dtype", "RERANK_DTYPE", str, "vLLM --dtype (default float32 on CPU, auto on GPU)."),
     ("--enforce-eager", "RERANK_ENFORCE_EAGER", bool, "vLLM --enforce-eager (default on for CPU: faster start)."),
-    ("--engine-port", "RERANK_ENGINE_PORT", int, "Loopback port of the engine (0 = pick a free one)."),
+    ("--engine-port", "RERANK_ENGINE_PORT", int, "Loopback port of the first engine (0 = pick free ones)."),
+    ("--engine-replicas", "RERANK_ENGINE_REPLICAS", int,
+     "Engine processes to run and balance over (least outstanding work). On one GPU they share its memory "
+     "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs."),
+    ("--engine-devices", "RERANK_ENGINE_DEVICES", list,
+     "CUDA_VISIBLE_DEVICES per replica, e.g. --engine-devices 0 --engine-devices 1 (env: 0;1 or 0,1 per "
+     "replica separated by ';')."),
     ("--ready-timeout", "RERANK_READY_TIMEOUT", float, "Seconds to wait for the engine to become ready."),
     ("--request-timeout", "RERANK_REQUEST_TIMEOUT", float, "Deadline of one rerank request, seconds."),
     ("--stop-grace", "RERANK_STOP_GRACE", float, "Seconds the engine gets after SIGTERM before SIGKILL."),
@@ -201,6 +224,11 @@ def _field_name(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
+def _dest(flag: str) -> str:
+    name = _field_name(flag)
+    return {"model_alias": "model_aliases", "engine_devices": "engine_devices"}.get(name, name)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="start_service.py",
@@ -211,9 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     defaults = Settings()
     for flag, env, typ, help_text in _OPTIONS:
-        name = _field_name(flag)
-        if name == "model_alias":
-            name = "model_aliases"
+        name = _dest(flag)
         default = getattr(defaults, name)
         shown = f"{help_text} [env {env}; default {default!r}]"
         if typ is bool:
@@ -244,7 +270,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     ns, unknown = parser.parse_known_args(argv)
     values: dict[str, Any] = {}
     for flag, env_name, typ, _ in _OPTIONS:
-        name = "model_aliases" if _field_name(flag) == "model_alias" else _field_name(flag)
+        name = _dest(flag)
         cli_value = getattr(ns, name)
         if cli_value is not None:
             values[name] = tuple(cli_value) if typ is list else cli_value
@@ -256,7 +282,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             if typ is bool:
                 values[name] = _bool(raw)
             elif typ is list:
-                values[name] = tuple(a.strip() for a in raw.split(",") if a.strip())
+                sep = ";" if name == "engine_devices" else ","
+                values[name] = tuple(a.strip() for a in raw.split(sep) if a.strip())
             else:
                 values[name] = typ(raw)
         except ValueError as exc:
@@ -272,7 +299,7 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"--model-size/MODEL_SIZE must be one of {sorted(QWEN3_PRESETS)}, got {s.model_size!r}")
     if s.model_family is not None and s.model_family not in FAMILIES:
         raise SettingsError(f"--model-family must be one of {sorted(FAMILIES)}, got {s.model_family!r}")
-    for name in ("workers", "max_workers", "max_num_seqs", "tensor_parallel_size"):
+    for name in ("workers", "max_workers", "max_num_seqs", "tensor_parallel_size", "engine_replicas"):
         if getattr(s, name) < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
     if s.max_num_batched_tokens is not None and s.max_num_batched_tokens < 1:
