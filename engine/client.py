@@ -77,7 +77,9 @@ class EngineClient:
         self.retry_budget_s = retry_budget_s
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            # vLLM's uvicorn closes idle keep-alive connections after 5 s: expire ours first to avoid the race.
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                                keepalive_expiry=3.0),
             transport=transport,
         )
 
