@@ -50,7 +50,8 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from engine import EngineSupervisor, publish_state
+    from engine import FAMILIES, EngineSupervisor, publish_state
+    from engine.external import ExternalEngine
     from gateway.app import STATE_FILE_ENV
     from gateway.settings import SETTINGS_ENV, SettingsError, parse_settings
 
@@ -67,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot start: port {settings.port} on {settings.host} is already in use (--port/PORT)",
               file=sys.stderr)
         return 1
-    if settings.engine_port:
+    if settings.engine_urls:
+        ports: list[int] = []
+    elif settings.engine_port:
         ports = [settings.engine_port + i for i in range(settings.engine_replicas)]
     else:
         ports = []
@@ -85,11 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     runtime_dir.mkdir(parents=True, exist_ok=True)
     state_path = runtime_dir / "engine-state.json"
     configs = settings.engine_configs(ports)
-    config = configs[0]
-    log.info("service_config model=%s family=%s device=%s workers=%d engines=%s", config_probe,
-             config.family.name, config.device, settings.workers, ",".join(c.url for c in configs))
+    log.info("service_config model=%s device=%s workers=%d engines=%s", config_probe, settings.resolved_device,
+             settings.workers, ",".join([c.url for c in configs] + list(settings.engine_urls)))
 
-    supervisors: list[EngineSupervisor] = []
+    supervisors: list[EngineSupervisor | ExternalEngine] = []
 
     def publish() -> None:
         publish_state(state_path, [s.snapshot() for s in supervisors], gateway_pid=os.getpid())
@@ -98,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         EngineSupervisor(c, ready_timeout_s=settings.ready_timeout, stop_grace_s=settings.stop_grace,
                          on_change=publish)
         for c in configs
+    )
+    family = FAMILIES[settings.model_family] if settings.model_family else None
+    supervisors.extend(
+        ExternalEngine(url, name=f"external{i}", family=family, served_model_name=settings.served_model_name,
+                       on_change=publish)
+        for i, url in enumerate(settings.engine_urls)
     )
     publish()
     os.environ[SETTINGS_ENV] = settings.to_json()
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         for sup in supervisors:
             if not sup.wait_first_start() and not stopping.is_set():
                 err = sup.start_error
-                line = err.message if err else f"engine {sup.config.name} did not start"
+                line = err.message if err else "engine did not start"
                 cause = err.cause if err else "unknown"
                 print(f"error: engine failed to start ({cause}): {line}", file=sys.stderr, flush=True)
                 exit_code = 1

@@ -41,6 +41,11 @@ class EngineView:
     raw: dict[str, Any]
 
     @property
+    def max_model_len(self) -> int | None:
+        value = self.raw.get("max_model_len")
+        return int(value) if value else None
+
+    @property
     def ready(self) -> bool:
         return self.state == "ready"
 

@@ -81,6 +81,7 @@ class EngineSupervisor:
         self.last_error: str | None = None
         self.start_error: EngineStartError | None = None
         self.ready_since: float | None = None
+        self.max_model_len: int | None = None
         self._proc: EngineProcess | None = None
         self._stop = threading.Event()
         self._first_done = threading.Event()
@@ -128,6 +129,8 @@ class EngineSupervisor:
             "last_error": self.last_error,
             "gpu_memory_utilization": self.config.gpu_memory_utilization,
             "ready_since": self.ready_since,
+            "max_model_len": self.max_model_len,
+            "managed": True,
         }
 
     # ------------------------------------------------------------------ internals
@@ -170,6 +173,14 @@ class EngineSupervisor:
                 next_note = time.monotonic() + 15
             self._stop.wait(0.25)
         return EngineStartError("stopped during start", cause="stopped")
+
+    def _describe(self, client: httpx.Client) -> None:
+        """Read the engine's effective max_model_len (the gateway sizes truncation with it)."""
+        try:
+            data = client.get(f"{self.config.url}/v1/models").json()
+            self.max_model_len = int(data["data"][0]["max_model_len"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            self.max_model_len = None
 
     def _healthy(self, client: httpx.Client) -> bool:
         try:
@@ -225,6 +236,7 @@ class EngineSupervisor:
                     # A restart that fails counts as another crash.
                     self.policy.record_crash(time.monotonic())
                 else:
+                    self._describe(client)
                     self._set(EngineState.READY)
                     if first:
                         first = False

@@ -8,14 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
 
 from compat.errors import CompatError, UnknownModelError
 from compat.model import RerankOutcome, RerankQuery
 from compat.ranking import rank, relevance
-from engine import EngineClient, EngineRegistry, ScoreBatch
+from engine import FAMILIES, EngineClient, EngineRegistry, EngineView, ScoreBatch
+from engine.tokenizer import ModelTokenizer, load_tokenizer
 from gateway.settings import Settings
 
-__all__ = ["RerankService"]
+__all__ = ["RerankService", "ScoringPlan"]
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """What is sent to the engine: the (possibly truncated) query, one text per chunk, the
+    document each chunk belongs to, and the engine-side per-document token limit."""
+
+    query: str
+    texts: tuple[str, ...]
+    owners: tuple[int, ...]
+    engine_max_tokens: int | None
+    warnings: tuple[str, ...]
 
 
 class RerankService:
@@ -25,8 +41,19 @@ class RerankService:
         self.registry = registry
         self.settings = settings
         self.split_size = split_size
-        self.served_name = settings.resolved_served_name
-        self.accepted_names = {self.served_name, *settings.model_aliases}
+        self._configured_name = settings.resolved_served_name
+
+    @property
+    def served_name(self) -> str:
+        """The configured served name, or (external engines) the name the engine reports."""
+        if self._configured_name:
+            return self._configured_name
+        engines = self.registry.engines()
+        return next((e.served_model_name for e in engines if e.served_model_name), "unknown")
+
+    @property
+    def accepted_names(self) -> set[str]:
+        return {self.served_name, *self.settings.model_aliases}
 
     def check_model(self, name: str | None) -> None:
         """Raises: UnknownModelError in strict mode for a name that is not served."""
@@ -57,18 +84,87 @@ class RerankService:
         flat = [s for b in batches for s in b.scores]
         return [flat[unique[t]] for t in texts], sum(b.prompt_tokens for b in batches)
 
+    async def tokenizer(self, engine: EngineView) -> ModelTokenizer | None:
+        model = str(engine.raw.get("model") or "")
+        if not model:
+            return None
+        return await run_in_threadpool(load_tokenizer, model, FAMILIES.get(engine.family, FAMILIES["bi-encoder"]))
+
+    def plan(self, q: RerankQuery, engine: EngineView, tok: ModelTokenizer | None) -> ScoringPlan:
+        """Fit the request into the model: truncate the query (with a warning), then truncate
+        documents to their token budget, or split them into chunks (max_chunks_per_doc).
+
+        Raises: CompatError when truncation is off (TEI truncate=false) and an input is too long.
+        """
+        max_len = engine.max_model_len
+        owners = tuple(range(len(q.texts)))
+        if max_len is None or tok is None:
+            return ScoringPlan(q.query, q.texts, owners, q.max_tokens_per_doc, ())
+        warnings: list[str] = []
+        overhead = tok.pair_overhead(q.instruction)
+        separate = engine.family == "bi-encoder"  # query and document are embedded separately
+        query = q.query
+        query_limit = max_len - overhead if separate else max(1, (max_len - overhead) // 2)
+        if len(query.encode()) > query_limit:
+            qids = tok.encode(query)
+            if len(qids) > query_limit:
+                if not q.truncate:
+                    raise CompatError(
+                        f"Input validation error: `query` must have less than {query_limit} tokens. "
+                        f"Given: {len(qids)}", param="query", status=413)
+                query = tok.decode(qids[:query_limit])
+                warnings.append(f"query truncated from {len(qids)} to {query_limit} tokens (model limit {max_len})")
+        qn = 0 if separate else len(tok.encode(query))
+        budget = max_len - overhead - qn
+        if q.max_tokens_per_doc is not None:
+            budget = min(budget, q.max_tokens_per_doc)
+        budget = max(1, budget)
+        # Cheap exact pre-check: a token covers at least one UTF-8 byte.
+        long_idx = [i for i, t in enumerate(q.texts) if len(t.encode()) > budget]
+        if not long_idx:
+            return ScoringPlan(query, q.texts, owners, None, tuple(warnings))
+        ids_by_doc = dict(zip(long_idx, tok.encode_many([q.texts[i] for i in long_idx])))
+        too_long = {i: ids for i, ids in ids_by_doc.items() if len(ids) > budget}
+        if not too_long:
+            return ScoringPlan(query, q.texts, owners, None, tuple(warnings))
+        if not q.truncate:
+            i, ids = next(iter(too_long.items()))
+            raise CompatError(
+                f"Input validation error: document {i} must have less than {budget} tokens. Given: {len(ids)}",
+                param=f"documents[{i}]", status=413)
+        chunks = q.max_chunks_per_doc or 1
+        if chunks == 1:
+            return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
+        texts: list[str] = []
+        own: list[int] = []
+        for i, text in enumerate(q.texts):
+            ids = too_long.get(i)
+            if ids is None:
+                texts.append(text)
+                own.append(i)
+                continue
+            for c in range(min(chunks, -(-len(ids) // budget))):
+                texts.append(tok.decode(ids[c * budget : (c + 1) * budget]))
+                own.append(i)
+        return ScoringPlan(query, tuple(texts), tuple(own), budget, tuple(warnings))
+
     async def rerank(self, q: RerankQuery, *, request_id: str) -> RerankOutcome:
         """Raises: CompatError, EngineError (see engine.client)."""
         self.check_model(q.model)
-        if q.max_tokens_per_doc is not None and q.max_tokens_per_doc < 1:
-            raise CompatError("max_tokens_per_doc must be at least 1", param="max_tokens_per_doc")
         deadline = time.monotonic() + self.settings.request_timeout
-        kind = self.score_kind()
-        raw_from_engine, tokens = await self.score_texts(
-            q.query, q.texts, deadline=deadline, max_tokens_per_doc=q.max_tokens_per_doc,
+        engine = self.registry.pick()
+        tok = await self.tokenizer(engine) if engine.max_model_len else None
+        plan = self.plan(q, engine, tok)
+        kind = engine.score_kind
+        chunk_scores, tokens = await self.score_texts(
+            plan.query, plan.texts, deadline=deadline, max_tokens_per_doc=plan.engine_max_tokens,
             instruction=q.instruction, raw=q.raw_scores,
         )
+        raw_scores = [float("-inf")] * len(q.texts)
+        for owner, score in zip(plan.owners, chunk_scores):
+            raw_scores[owner] = max(raw_scores[owner], score)
         is_logit = q.raw_scores and kind == "probability"
-        rel = [relevance(kind, s, is_logit=is_logit) for s in raw_from_engine]
-        items = rank(rel, raw_scores=raw_from_engine if q.raw_scores else None, top_n=q.top_n)
-        return RerankOutcome(items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id)
+        rel = [relevance(kind, s, is_logit=is_logit) for s in raw_scores]
+        items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)
+        return RerankOutcome(items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id,
+                             warnings=plan.warnings)

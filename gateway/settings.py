@@ -65,6 +65,7 @@ class Settings:
     enforce_eager: bool | None = None
     engine_port: int = 0
     engine_replicas: int = 1
+    engine_urls: tuple[str, ...] = ()
     engine_devices: tuple[str, ...] = ()
     ready_timeout: float = 600.0
     request_timeout: float = 120.0
@@ -79,6 +80,8 @@ class Settings:
     # ------------------------------------------------------------------ derived
     @property
     def resolved_model(self) -> str:
+        if self.engine_urls and not self.model and not self.model_size:
+            return "external"
         if self.model:
             return self.model
         if self.model_size:
@@ -99,13 +102,15 @@ class Settings:
     def resolved_served_name(self) -> str:
         if self.served_model_name:
             return self.served_model_name
+        if self.engine_urls and not self.model and not self.model_size:
+            return ""  # learnt from the external engine's /v1/models
         if not self.model and not self.model_size:
             return "all-MiniLM-L6-v2"
         return Path(self.resolved_model.rstrip("/")).name or self.resolved_model
 
     def engine_configs(self, ports: list[int]) -> list[EngineConfig]:
         """One EngineConfig per replica. Replicas sharing a GPU split --gpu-memory-utilization."""
-        n = self.engine_replicas
+        n = 0 if self.engine_urls else self.engine_replicas
         configs = []
         for i in range(n):
             cfg = self.engine_config(port=ports[i], name=f"engine{i}")
@@ -156,7 +161,7 @@ class Settings:
     @classmethod
     def from_json(cls, text: str) -> "Settings":
         data = json.loads(text)
-        for key in ("vllm_args", "model_aliases", "engine_devices"):
+        for key in ("vllm_args", "model_aliases", "engine_devices", "engine_urls"):
             data[key] = tuple(data.get(key) or ())
         return cls(**data)
 
@@ -196,6 +201,9 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--engine-replicas", "RERANK_ENGINE_REPLICAS", int,
      "Engine processes to run and balance over (least outstanding work). On one GPU they share its memory "
      "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs."),
+    ("--engine-url", "RERANK_ENGINE_URLS", list,
+     "Use an existing vLLM server instead of launching one (repeatable; env: comma-separated). Requests go to "
+     "the least loaded ready one; a dead one is skipped and re-checked every second."),
     ("--engine-devices", "RERANK_ENGINE_DEVICES", list,
      "CUDA_VISIBLE_DEVICES per replica, e.g. --engine-devices 0 --engine-devices 1 (env: 0;1 or 0,1 per "
      "replica separated by ';')."),
@@ -226,7 +234,7 @@ def _field_name(flag: str) -> str:
 
 def _dest(flag: str) -> str:
     name = _field_name(flag)
-    return {"model_alias": "model_aliases", "engine_devices": "engine_devices"}.get(name, name)
+    return {"model_alias": "model_aliases", "engine_url": "engine_urls"}.get(name, name)
 
 
 def build_parser() -> argparse.ArgumentParser:

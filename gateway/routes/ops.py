@@ -31,7 +31,7 @@ def health_body(rt: Any) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {
         "status": status,
         "model": rt.service.served_name,
-        "model_path": rt.settings.resolved_model,
+        "model_path": (engines[0].raw.get("model") if engines else None) or rt.settings.resolved_model,
         "family": engines[0].family if engines else None,
         "device": rt.settings.resolved_device,
         **rt.settings.public(),
@@ -59,7 +59,7 @@ async def health(request: Request, rt: RuntimeDep) -> Response:
 async def list_models(request: Request, rt: RuntimeDep) -> Response:
     names = [rt.service.served_name, *[a for a in rt.settings.model_aliases if a != rt.service.served_name]]
     data = [
-        {"id": n, "object": "model", "created": _STARTED, "owned_by": "vllm-rerank", "root": rt.settings.resolved_model}
+        {"id": n, "object": "model", "created": _STARTED, "owned_by": "vllm-rerank", "root": rt.settings.resolved_model if not rt.settings.engine_urls else n}
         for n in names
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

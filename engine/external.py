@@ -1,0 +1,108 @@
+"""Engines the service does not manage (`--engine-url`): health-checked, never started or stopped.
+
+Each `ExternalEngine` polls its server's /health and publishes the same snapshot shape as
+`EngineSupervisor`, so gateway workers balance over managed and external engines alike. An
+unreachable engine is skipped (state "unreachable") and picked again once /health answers 200.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from engine.families import FAMILIES, ModelFamily, detect_family
+
+__all__ = ["ExternalEngine"]
+
+log = logging.getLogger("vllm_rerank.engine")
+
+
+class ExternalEngine:
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        family: ModelFamily | None = None,
+        served_model_name: str | None = None,
+        interval_s: float = 1.0,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.name = name
+        self._family_override = family
+        self.family: ModelFamily = family or FAMILIES["bi-encoder"]
+        self.served_model_name = served_model_name or ""
+        self.model = ""
+        self.max_model_len: int | None = None
+        self.interval_s = interval_s
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.restarts = 0
+        self.ready_since: float | None = None
+        self.start_error = None
+        self._on_change = on_change or (lambda: None)
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(5)
+        self.state = "stopped"
+
+    def wait_first_start(self, timeout: float | None = None) -> bool:
+        """External engines never fail the service's start; they are retried forever."""
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "url": self.url, "model": self.model, "served_model_name": self.served_model_name,
+            "family": self.family.name, "score_kind": self.family.score_kind, "state": self.state, "pid": None,
+            "restarts": self.restarts, "last_error": self.last_error, "gpu_memory_utilization": None,
+            "ready_since": self.ready_since, "managed": False, "max_model_len": self.max_model_len,
+        }
+
+    def _describe(self, client: httpx.Client) -> None:
+        """Learn the served name and model (for family detection) from /v1/models."""
+        data = client.get(f"{self.url}/v1/models").json()
+        first = (data.get("data") or [{}])[0]
+        self.served_model_name = self.served_model_name or str(first.get("id", ""))
+        self.model = str(first.get("root") or first.get("id") or "")
+        if first.get("max_model_len"):
+            self.max_model_len = int(first["max_model_len"])
+        if self._family_override is None:
+            self.family = detect_family(self.model)[0]
+
+    def _set(self, state: str, error: str | None = None) -> None:
+        if state != self.state:
+            log.info("engine_state name=%s url=%s state=%s%s", self.name, self.url, state,
+                     f" error={error}" if error else "")
+            if state == "ready" and self.state == "unreachable":
+                self.restarts += 1
+        self.state = state
+        self.last_error = error
+        self.ready_since = (self.ready_since or time.time()) if state == "ready" else None
+        self._on_change()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
+            while not self._stop.is_set():
+                try:
+                    ok = client.get(f"{self.url}/health").status_code == 200
+                    if ok and not self.served_model_name or ok and not self.model:
+                        self._describe(client)
+                    self._set("ready" if ok else "unreachable", None if ok else "health check failed")
+                except (httpx.HTTPError, ValueError) as exc:
+                    self._set("unreachable" if self.state != "starting" else "starting", type(exc).__name__)
+                self._stop.wait(self.interval_s)

@@ -1,0 +1,63 @@
+"""The model's own tokenizer (fast, loaded once per process) and the prompt overhead per family.
+
+Used by the gateway to size truncation and chunking exactly as the engine will count tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from engine.families import ModelFamily
+
+__all__ = ["ModelTokenizer", "load_tokenizer", "QWEN3_PREFIX", "QWEN3_SUFFIX", "QWEN3_DEFAULT_INSTRUCTION"]
+
+log = logging.getLogger("vllm_rerank.engine")
+
+QWEN3_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+class ModelTokenizer:
+    def __init__(self, tok: Any, family: ModelFamily) -> None:
+        self._tok = tok
+        self.family = family
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        return [list(ids) for ids in self._tok(texts, add_special_tokens=False)["input_ids"]]
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tok.decode(ids))
+
+    def pair_overhead(self, instruction: str | None) -> int:
+        """Tokens a (query, document) pair costs beyond the query's and the document's own tokens."""
+        if self.family.name == "llm-reranker":
+            frame = (QWEN3_PREFIX + "<Instruct>: " + (instruction or QWEN3_DEFAULT_INSTRUCTION) + "\n<Query>: "
+                     + "\n<Document>: " + QWEN3_SUFFIX)
+            return len(self.encode(frame)) + 2  # +2: merges across the joins
+        if self.family.name == "cross-encoder":
+            return int(self._tok.num_special_tokens_to_add(pair=True))
+        return int(self._tok.num_special_tokens_to_add(pair=False))
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(model: str, family: ModelFamily) -> ModelTokenizer | None:
+    """The fast tokenizer of `model` (local path, or hub id already cached), or None if unavailable."""
+    try:
+        from transformers import AutoTokenizer
+
+        local = Path(model).exists()
+        tok = AutoTokenizer.from_pretrained(model, use_fast=True, local_files_only=local or None)
+    except Exception as exc:  # noqa: BLE001 - any loader failure means "no tokenizer": engine-side limits only
+        log.warning("tokenizer_unavailable model=%s error=%s", model, exc)
+        return None
+    return ModelTokenizer(tok, family)

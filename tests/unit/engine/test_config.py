@@ -1,0 +1,95 @@
+"""The engine command line and environment built from a config (no process started)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from engine import FAMILIES, EngineConfig, LaunchMode, detect_family
+from engine.config import detect_launch_mode
+
+
+def cfg(**kw: object) -> EngineConfig:
+    base: dict[str, object] = dict(model="/models/m", served_model_name="m", port=4321, family=FAMILIES["cross-encoder"],
+                                   launch=LaunchMode((sys.executable, "-m", "vllm.entrypoints.openai.api_server"), False))
+    base.update(kw)
+    return EngineConfig(**base)  # type: ignore[arg-type]
+
+
+def test_module_launch_uses_model_flag_and_loopback() -> None:
+    argv = cfg().argv()
+    assert argv[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    assert argv[argv.index("--model") + 1] == "/models/m"
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert argv[argv.index("--port") + 1] == "4321"
+    assert argv[argv.index("--served-model-name") + 1] == "m"
+
+
+def test_console_script_launch_takes_model_positionally() -> None:
+    argv = cfg(launch=LaunchMode(("/venv/bin/vllm", "serve"), True)).argv()
+    assert argv[:3] == ["/venv/bin/vllm", "serve", "/models/m"]
+    assert "--model" not in argv
+
+
+def test_concurrency_flags_are_passed() -> None:
+    argv = cfg(max_num_seqs=1024, max_num_batched_tokens=32768, gpu_memory_utilization=0.9, tensor_parallel_size=2,
+               device="cuda").argv()
+    pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)}
+    assert pairs["--max-num-seqs"] == "1024"
+    assert pairs["--max-num-batched-tokens"] == "32768"
+    assert pairs["--gpu-memory-utilization"] == "0.9"
+    assert pairs["--tensor-parallel-size"] == "2"
+
+
+def test_gpu_memory_flag_is_not_sent_to_the_cpu_build() -> None:
+    assert "--gpu-memory-utilization" not in cfg(gpu_memory_utilization=0.9, device="cpu").argv()
+
+
+def test_user_pass_through_flags_win() -> None:
+    argv = cfg(max_num_seqs=8, extra_args=("--max-num-seqs", "99", "--enforce-eager"), enforce_eager=True).argv()
+    assert argv.count("--max-num-seqs") == 1 and argv[-3:] == ["--max-num-seqs", "99", "--enforce-eager"]
+    assert argv.count("--enforce-eager") == 1
+
+
+def test_hf_overrides_are_json() -> None:
+    argv = cfg(hf_overrides={"a": [1]}).argv()
+    assert json.loads(argv[argv.index("--hf-overrides") + 1]) == {"a": [1]}
+
+
+def test_env_for_cpu_and_gpu() -> None:
+    cpu = cfg(device="cpu").env({})
+    assert cpu["VLLM_CPU_KVCACHE_SPACE"] == "1" and cpu["VLLM_NO_USAGE_STATS"] == "1"
+    gpu = cfg(device="cuda", extra_env=(("CUDA_VISIBLE_DEVICES", "1"),)).env({"NCCL_NVLS_ENABLE": "1"})
+    assert gpu["NCCL_NVLS_ENABLE"] == "1"  # a value the operator set is kept
+    assert cfg(device="cuda").env({})["NCCL_NVLS_ENABLE"] == "0"
+    assert gpu["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_api_key_is_redacted_in_logged_command() -> None:
+    shown = " ".join(cfg(extra_args=("--api-key", "s3cret")).redacted_argv())
+    assert "s3cret" not in shown
+
+
+def test_cpu_build_is_launched_as_a_module() -> None:
+    # This test environment has vllm-cpu, whose `vllm` console script is broken.
+    mode = detect_launch_mode()
+    assert mode.prefix[1:] == ("-m", "vllm.entrypoints.openai.api_server") and not mode.model_positional
+
+
+def test_family_detection(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def model(cfg_: dict[str, object]) -> str:
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(cfg_))
+        return str(d)
+
+    assert detect_family(model({"architectures": ["BertModel"], "model_type": "bert"}))[0].name == "bi-encoder"
+    assert detect_family(model({"architectures": ["BertForSequenceClassification"], "model_type": "bert"}))[0].name \
+        == "cross-encoder"
+    fam, needs_overrides = detect_family(model({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}))
+    assert fam.name == "llm-reranker" and needs_overrides
+    fam, needs_overrides = detect_family(model({"architectures": ["Qwen3ForSequenceClassification"],
+                                                "model_type": "qwen3"}))
+    assert fam.name == "llm-reranker" and not needs_overrides
+    assert detect_family("Qwen/Qwen3-Reranker-4B") == (FAMILIES["llm-reranker"], True)
+    assert detect_family("tomaarsen/Qwen3-Reranker-4B-seq-cls") == (FAMILIES["llm-reranker"], False)

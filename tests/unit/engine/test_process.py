@@ -1,0 +1,64 @@
+"""EngineProcess stops its whole process group; failures are classified from the log tail."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from engine import FAMILIES, EngineConfig, LaunchMode
+from engine.process import EngineProcess, classify_failure
+
+
+@pytest.mark.parametrize(
+    ("line", "cause"),
+    [
+        ("OSError: [Errno 98] Address already in use", "port_in_use"),
+        ("ValueError: No available memory for the cache blocks. Try increasing", "out_of_memory"),
+        ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2 GiB", "out_of_memory"),
+        ("api_server.py: error: unrecognized arguments: --task score", "bad_flag"),
+        ("huggingface_hub.errors.HFValidationError: Repo id must be in the form", "bad_model"),
+        ("OSError: /nope is not a local folder and is not a valid model identifier", "bad_model"),
+    ],
+)
+def test_classify_failure(line: str, cause: str) -> None:
+    assert classify_failure(["noise", line, "Traceback tail"])[0] == cause
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split()[2] != "Z"
+
+
+def test_stop_kills_the_whole_group_even_if_sigterm_is_ignored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pidfile = tmp_path / "grandchild"
+    script = (
+        "import os, signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "print('started', flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    config = EngineConfig(model="x", served_model_name="x", port=1, family=FAMILIES["bi-encoder"],
+                          launch=LaunchMode((sys.executable, "-c", script, "--"), False))
+    proc = EngineProcess(config)
+    proc.start()
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    assert proc.alive() and _alive(grandchild)
+    t0 = time.monotonic()
+    proc.stop(grace=0.5)
+    assert time.monotonic() - t0 < 5
+    time.sleep(0.2)
+    assert not proc.alive() and not _alive(grandchild)
+    assert any("started" in line for line in proc.tail)

@@ -1,0 +1,114 @@
+"""Settings: every origin-guide flag, env var precedence, pass-through, presets, --help."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import QWEN3_RERANKER_OVERRIDES
+from gateway.settings import Settings, SettingsError, build_parser, parse_settings
+
+GUIDE = [
+    ("--workers", "WORKERS", "workers", "3", 3),
+    ("--max-num-seqs", "MAX_NUM_SEQS", "max_num_seqs", "1024", 1024),
+    ("--max-num-batched-tokens", "MAX_NUM_BATCHED_TOKENS", "max_num_batched_tokens", "32768", 32768),
+    ("--gpu-memory-utilization", "GPU_MEMORY_UTILIZATION", "gpu_memory_utilization", "0.6", 0.6),
+    ("--tensor-parallel-size", "TENSOR_PARALLEL_SIZE", "tensor_parallel_size", "2", 2),
+    ("--max-workers", "MAX_WORKERS", "max_workers", "16", 16),
+    ("--model-size", "MODEL_SIZE", "model_size", "4B", "4B"),
+]
+
+
+@pytest.mark.parametrize(("flag", "env", "field", "text", "value"), GUIDE)
+def test_env_var_is_read(flag: str, env: str, field: str, text: str, value: object) -> None:
+    assert getattr(parse_settings([], {env: text}), field) == value
+
+
+@pytest.mark.parametrize(("flag", "env", "field", "text", "value"), GUIDE)
+def test_flag_wins_over_env_and_env_over_default(flag: str, env: str, field: str, text: str, value: object) -> None:
+    default = getattr(Settings(), field)
+    other = "8B" if field == "model_size" else ("0.5" if "." in text else "5")
+    assert getattr(parse_settings([flag, other], {env: text}), field) != value
+    assert str(getattr(parse_settings([flag, other], {env: text}), field)) == other
+    assert getattr(parse_settings([], {}), field) == default
+
+
+def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_settings(["--help"], {})
+    out = capsys.readouterr().out
+    for flag, env, *_ in GUIDE:
+        assert flag in out and env in out
+    for flag in ("--model", "--host", "--port", "--engine-url", "--engine-replicas"):
+        assert flag in out
+
+
+def test_unknown_flags_pass_through_to_vllm() -> None:
+    s = parse_settings(["--workers", "2", "--max-model-len", "512", "--swap-space", "4", "--", "--seed", "3"], {})
+    assert s.workers == 2 and s.max_model_len == 512
+    assert s.vllm_args == ("--swap-space", "4", "--seed", "3")
+    argv = s.engine_config(port=9).argv()
+    assert argv[-4:] == ["--swap-space", "4", "--seed", "3"]
+
+
+def test_no_abbreviations_swallow_vllm_flags() -> None:
+    # "--max-num" must not be taken as an abbreviation of one of our flags.
+    assert parse_settings(["--max-num", "1"], {}).vllm_args == ("--max-num", "1")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--workers", "0"], {}, "--workers"),
+        ([], {"GPU_MEMORY_UTILIZATION": "1.5"}, "gpu-memory-utilization"),
+        ([], {"MAX_NUM_SEQS": "many"}, "MAX_NUM_SEQS"),
+        ([], {"MODEL_SIZE": "2B"}, "MODEL_SIZE"),
+        (["--log-level", "loud"], {}, "log-level"),
+    ],
+)
+def test_bad_values_name_the_setting(args: list[str], env: dict[str, str], needle: str) -> None:
+    with pytest.raises((SettingsError, SystemExit)) as info:
+        parse_settings(args, env)
+    if info.type is SettingsError:
+        assert needle in str(info.value)
+
+
+@pytest.mark.parametrize("size", ["0.6B", "4B", "8B"])
+def test_model_size_preset_maps_to_qwen3_reranker_with_overrides_and_template(size: str) -> None:
+    s = parse_settings(["--model-size", size], {})
+    cfg = s.engine_config(port=9)
+    assert cfg.model == f"Qwen/Qwen3-Reranker-{size}"
+    assert cfg.family.name == "llm-reranker"
+    assert cfg.hf_overrides == QWEN3_RERANKER_OVERRIDES
+    argv = cfg.argv()
+    assert "--hf-overrides" in argv and "--chat-template" in argv
+    assert argv[argv.index("--chat-template") + 1].endswith("qwen3_reranker.jinja")
+    assert argv[argv.index("--max-model-len") + 1] == "8192"
+
+
+def test_model_wins_over_model_size() -> None:
+    s = parse_settings(["--model-size", "8B", "--model", "/m/x"], {})
+    assert s.resolved_model == "/m/x"
+
+
+def test_default_model_is_the_bundled_one(bundled_model_path: str) -> None:
+    s = parse_settings([], {})
+    assert s.resolved_model == bundled_model_path
+    assert s.resolved_served_name == "all-MiniLM-L6-v2"
+
+
+def test_settings_round_trip_through_json_for_workers() -> None:
+    s = parse_settings(["--workers", "2", "--model-alias", "a", "--engine-url", "http://x:1", "--", "--seed", "1"], {})
+    assert Settings.from_json(s.to_json()) == s
+
+
+def test_replicas_split_gpu_memory_or_pin_devices() -> None:
+    s = parse_settings(["--engine-replicas", "3", "--gpu-memory-utilization", "0.9", "--device", "cuda"], {})
+    cfgs = s.engine_configs([1, 2, 3])
+    assert [c.gpu_memory_utilization for c in cfgs] == [0.3, 0.3, 0.3]
+    assert len({c.port for c in cfgs}) == 3
+    s = parse_settings(["--engine-replicas", "2", "--device", "cuda"], {"RERANK_ENGINE_DEVICES": "0;1"})
+    assert [dict(c.extra_env)["CUDA_VISIBLE_DEVICES"] for c in s.engine_configs([1, 2])] == ["0", "1"]
+
+
+def test_parser_builds() -> None:
+    assert build_parser().prog == "start_service.py"
