@@ -233,3 +233,11 @@ def test_schema_valid_with_kubernetes_validate(path: Path) -> None:
             kv.validate(doc, kv.latest_version(), strict=True)
         except kv.ValidationError as exc:
             pytest.fail(f"{path}: {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+
+
+def test_docs_settings_table_matches_the_settings() -> None:
+    """docs/deploy.md's table lists every (env var, flag) pair of gateway/settings.py, and no other."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    rows = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| `(--[a-z0-9-]+)` \|", text, flags=re.M))
+    expected = {(env, flag) for flag, env, _, _ in _OPTIONS}
+    assert rows == expected, f"missing: {sorted(expected - rows)}; stale: {sorted(rows - expected)}"
