@@ -306,6 +306,7 @@ class Stack:
             h = httpx.get(f"{url}/health", timeout=10).json()
             self.engine_url = h["engines"][0]["url"]
             self.engine_pids = {q.pid for q in tree(int(h["engines"][0]["pid"]))}
+            self.warm(f"{url}/v2/rerank", n=2)
             self.variants["gateway"] = Variant("gateway", f"{url}/v2/rerank", "rerank", "bench",
                                                cpu_pids=self._cpu_fn(p.pid, exclude_engine=True),
                                                baseline="direct", workers=workers[0])
@@ -322,6 +323,26 @@ class Stack:
                 self.add_gateway("gateway-cache", workers[0], extra=["--score-cache-size", str(a.cache_size)])
             else:
                 self.notes.append("gateway-cache skipped: start_service.py has no --score-cache-size yet")
+
+    def warm(self, url: str, *, timeout: float = 300.0, n: int = 20, headers: dict[str, str] | None = None) -> None:
+        """Send rerank requests until one succeeds (lazy loads: tokenizer, imports), then `n` more."""
+        body = {"model": "bench", "query": "warm up", "documents": make_docs(8, 6, seed=7)}
+        deadline = time.monotonic() + timeout
+        last = ""
+        with httpx.Client(timeout=timeout, headers=headers) as c:
+            while time.monotonic() < deadline:
+                try:
+                    r = c.post(url, json=body)
+                    if r.status_code == 200:
+                        break
+                    last = f"HTTP {r.status_code}: {r.text[:200]}"
+                except httpx.HTTPError as exc:
+                    last = repr(exc)
+                time.sleep(0.5)
+            else:
+                raise TimeoutError(f"{url} never answered a rerank request: {last}")
+            for i in range(n):
+                c.post(url, json={**body, "query": f"warm up {i}"})
 
     def _cpu_fn(self, pid: int, *, exclude_engine: bool) -> Callable[[], list[psutil.Process]]:
         def fn() -> list[psutil.Process]:
@@ -342,6 +363,7 @@ class Stack:
         p = self.start(name, argv)
         url = f"http://127.0.0.1:{port}"
         p.wait_http(f"{url}/health", 120)
+        self.warm(f"{url}/v2/rerank")
         self.notes.append(f"{name}: {how}, workers={workers}{' ' + ' '.join(extra) if extra else ''}")
         self.variants[name] = Variant(name, f"{url}/v2/rerank", "rerank", "bench",
                                       cpu_pids=self._cpu_fn(p.pid, exclude_engine=True), baseline="direct",
@@ -375,6 +397,7 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         try:
             p.wait_http(f"{url}/health/liveliness", self.args.litellm_timeout)
+            self.warm(f"{url}/v1/rerank", n=2 if self.args.engine == "real" else 20)
         except (RuntimeError, TimeoutError) as exc:
             self.notes.append(f"litellm skipped: did not start ({str(exc).splitlines()[0]}); log {p.log_path}")
             p.stop()
