@@ -245,6 +245,7 @@ class Stack:
         self.args = args
         self.out = out
         self.procs: list[Proc] = []
+        self.started_pids: list[int] = []
         self.variants: dict[str, Variant] = {}
         self.engine_url = ""
         self.engine_model = ""
@@ -261,6 +262,7 @@ class Stack:
     def start(self, name: str, argv: list[str], **kw: Any) -> Proc:
         p = Proc(name, argv, log_dir=self.out / "logs", **kw)
         self.procs.append(p)
+        self.started_pids.append(p.pid)
         return p
 
     def stop(self) -> None:
@@ -549,7 +551,10 @@ def targets(records: list[Record], stack: Stack, a: argparse.Namespace) -> list[
         rs = ratios(records, "gateway", "direct", d, cmax)
         if rs:
             m = med(rs)
-            verdict = ("PASS" if m >= 0.98 else "MISS") if d == 100 else "(target is for 100 docs)"
+            if a.engine == "stub":
+                verdict = "(stub engine: the ≥ 98% target is for the real engine; this only shows gateway capacity)"
+            else:
+                verdict = ("PASS" if m >= 0.98 else "MISS") if d == 100 else "(target is for 100 docs)"
             out.append(f"throughput gateway/direct at {d} docs, concurrency {cmax}: {spread([x * 100 for x in rs], '.1f')}% "
                        f"(target ≥ 98%) {verdict}")
         ad = added(records, "gateway", "direct", 100, 1, "p50_ms")
@@ -770,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps({
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
         "engine_url": stack.engine_url, "engine_model": stack.engine_model, "load_before": load_before,
-        "load_after": load_after, "notes": stack.notes, "records": [asdict(r) for r in records]}, indent=1))
+        "load_after": load_after, "notes": stack.notes, "started_pids": stack.started_pids, "records": [asdict(r) for r in records]}, indent=1))
     print()
     print(tbl)
     print()
