@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from engine import FAMILIES, EngineSupervisor, publish_state
     from engine.external import ExternalEngine
-    from gateway.app import STATE_FILE_ENV
     from gateway.settings import SETTINGS_ENV, SettingsError, parse_settings
 
     try:
@@ -87,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     runtime_dir = Path(settings.runtime_dir or tempfile.mkdtemp(prefix="vllm-rerank-"))
     runtime_dir.mkdir(parents=True, exist_ok=True)
     state_path = runtime_dir / "engine-state.json"
+    metrics_dir = runtime_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    # Before gateway.app (and prometheus_client) load: every worker aggregates into this dir.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from gateway.app import STATE_FILE_ENV
+
     configs = settings.engine_configs(ports)
     log.info("service_config model=%s device=%s workers=%d engines=%s", config_probe, settings.resolved_device,
              settings.workers, ",".join([c.url for c in configs] + list(settings.engine_urls)))

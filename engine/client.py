@@ -86,6 +86,20 @@ class EngineClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def engine_metrics(self) -> list[tuple[str, str]]:
+        """(engine name, Prometheus text) of every ready engine; unreachable ones are left out."""
+        out = []
+        for e in self.registry.engines():
+            if not e.ready:
+                continue
+            try:
+                r = await self._http.get(f"{e.url}/metrics", timeout=httpx.Timeout(2.0))
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200:
+                out.append((e.name, r.text))
+        return out
+
     async def score(
         self,
         *,

@@ -1,6 +1,5 @@
-"""gateway: the HTTP app. Wires compat (dialects) to engine (vLLM processes)."""
+"""gateway: the HTTP app. Wires compat (dialects) to engine (vLLM processes).
 
-from gateway.app import create_app, create_app_from_env
-from gateway.settings import Settings, SettingsError, parse_settings
-
-__all__ = ["create_app", "create_app_from_env", "Settings", "SettingsError", "parse_settings"]
+Import submodules directly (gateway.app, gateway.settings): importing this package stays
+cheap so start_service can configure the environment (metrics dir) before the app loads.
+"""

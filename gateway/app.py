@@ -6,20 +6,20 @@ worker process only reads the engine state file and calls the engines over loopb
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
-from starlette.responses import Response
+from fastapi import FastAPI
 
 from engine import EngineClient, EngineRegistry
 from gateway.deps import Runtime
 from gateway.errors import register_error_handlers
+from gateway.middleware import GatewayMiddleware, KeyStore
 from gateway.routes import ops, rerank
 from gateway.service import RerankService
 from gateway.settings import SETTINGS_ENV, Settings
@@ -37,29 +37,36 @@ def create_app(settings: Settings, *, registry: EngineRegistry) -> FastAPI:
         client = EngineClient(registry)
         service = RerankService(client=client, registry=registry, settings=settings)
         app.state.runtime = Runtime(settings=settings, registry=registry, client=client, service=service)
+        warm = asyncio.ensure_future(_preload_tokenizer(service, registry))
         try:
             yield
         finally:
+            warm.cancel()
             await client.aclose()
 
     app = FastAPI(title="vllm-rerank", version="0.1.0", lifespan=lifespan)
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = rid
-        response: Response = await call_next(request)
-        response.headers["x-request-id"] = rid
-        return response
-
+    app.add_middleware(GatewayMiddleware, keys=KeyStore(settings.api_keys, settings.api_key_file),
+                       protect_ops=settings.protect_ops, max_body_bytes=settings.max_body_bytes)
     register_error_handlers(app)
     app.include_router(rerank.router)
     app.include_router(ops.router)
     return app
 
 
+async def _preload_tokenizer(service: RerankService, registry: EngineRegistry) -> None:
+    """Load the model's tokenizer once an engine is ready, so no request pays for it."""
+    while True:
+        ready = [e for e in registry.engines() if e.ready and e.max_model_len]
+        if ready:
+            await service.tokenizer(ready[0])
+            return
+        await asyncio.sleep(1.0)
+
+
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers: settings and the state file path come from the parent."""
     settings = Settings.from_json(os.environ[SETTINGS_ENV])
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")  # no-op if configured
     registry = EngineRegistry(Path(os.environ[STATE_FILE_ENV]))
     return create_app(settings, registry=registry)

@@ -4,6 +4,7 @@
 | 400 | CompatError, EngineRejectedError (the engine's message), body not JSON |
 | 404 | UnknownModelError (strict model names) |
 | 422 | the body does not match the dialect's schema (wrong types, missing fields) |
+| 429 | OverloadedError: this service's in-flight pair limit, with Retry-After |
 | 503 | EngineUnavailableError / EngineOverloadedError, with Retry-After |
 | 504 | EngineTimeoutError |
 | 502 | EngineProtocolError |
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from compat.errors import CompatError, error_body
+from gateway.admission import OverloadedError
 from engine import (
     EngineError,
     EngineProtocolError,
@@ -92,6 +94,10 @@ def register_error_handlers(app: FastAPI) -> None:
             return error_response(request, 502, "the engine returned an unreadable answer")
         return error_response(request, 503, f"service unavailable: {exc.message}", retry_after=2)
 
+    async def overloaded(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, OverloadedError)
+        return error_response(request, 429, exc.message, retry_after=exc.retry_after)
+
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         return error_response(request, exc.status_code, str(exc.detail))
@@ -104,5 +110,6 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, pydantic_error)
     app.add_exception_handler(ValidationError, pydantic_error)
     app.add_exception_handler(EngineError, engine_error)
+    app.add_exception_handler(OverloadedError, overloaded)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)

@@ -17,6 +17,10 @@ from compat.model import RerankOutcome, RerankQuery
 from compat.ranking import rank, relevance
 from engine import FAMILIES, EngineClient, EngineRegistry, EngineView, ScoreBatch
 from engine.tokenizer import ModelTokenizer, load_tokenizer
+from gateway.admission import Admission
+from gateway.cache import ScoreCache
+from gateway.metrics import METRICS
+from gateway.middleware import REQUEST_STATS
 from gateway.settings import Settings
 
 __all__ = ["RerankService", "ScoringPlan"]
@@ -42,6 +46,8 @@ class RerankService:
         self.settings = settings
         self.split_size = split_size
         self._configured_name = settings.resolved_served_name
+        self.admission = Admission(settings.inflight_pairs_per_worker)
+        self.cache = ScoreCache(settings.score_cache_size)
 
     @property
     def served_name(self) -> str:
@@ -68,11 +74,24 @@ class RerankService:
         self, query: str, texts: tuple[str, ...] | list[str], *, deadline: float, max_tokens_per_doc: int | None,
         instruction: str | None, raw: bool,
     ) -> tuple[list[float], int]:
-        """Raw engine scores aligned with `texts`, and prompt tokens (duplicates scored once)."""
+        """Raw engine scores aligned with `texts`, and prompt tokens (duplicates scored once;
+        cached pairs not at all)."""
         unique: dict[str, int] = {}
         for t in texts:
             unique.setdefault(t, len(unique))
         distinct = list(unique)
+        cached: dict[str, tuple[float, int]] = {}
+        if self.cache.enabled:
+            prefix = (self.served_name, query, max_tokens_per_doc, instruction, raw)
+            for t in distinct:
+                hit = self.cache.get((*prefix, t))
+                if hit is not None:
+                    cached[t] = hit
+            METRICS.cache.labels("hit").inc(len(cached))
+            METRICS.cache.labels("miss").inc(len(distinct) - len(cached))
+            distinct = [t for t in distinct if t not in cached]
+        if not distinct:
+            return [cached[t][0] for t in texts], 0
         parts = [distinct[i : i + self.split_size] for i in range(0, len(distinct), self.split_size)]
         batches: list[ScoreBatch] = await asyncio.gather(
             *(
@@ -81,8 +100,13 @@ class RerankService:
                 for part in parts
             )
         )
-        flat = [s for b in batches for s in b.scores]
-        return [flat[unique[t]] for t in texts], sum(b.prompt_tokens for b in batches)
+        fresh = dict(zip(distinct, (s for b in batches for s in b.scores)))
+        tokens = sum(b.prompt_tokens for b in batches)
+        if self.cache.enabled:
+            per_pair = tokens // max(1, len(distinct))
+            for t, score in fresh.items():
+                self.cache.put((*prefix, t), (score, per_pair))
+        return [fresh[t] if t in fresh else cached[t][0] for t in texts], tokens
 
     async def tokenizer(self, engine: EngineView) -> ModelTokenizer | None:
         model = str(engine.raw.get("model") or "")
@@ -151,15 +175,24 @@ class RerankService:
     async def rerank(self, q: RerankQuery, *, request_id: str) -> RerankOutcome:
         """Raises: CompatError, EngineError (see engine.client)."""
         self.check_model(q.model)
+        if len(q.texts) > self.settings.max_documents:
+            raise CompatError(f"invalid request: too many documents: {len(q.texts)} > "
+                              f"{self.settings.max_documents} allowed", param="documents")
+        stats = REQUEST_STATS.get()
+        if stats is not None:
+            stats["documents"] = len(q.texts)
         deadline = time.monotonic() + self.settings.request_timeout
         engine = self.registry.pick()
         tok = await self.tokenizer(engine) if engine.max_model_len else None
         plan = self.plan(q, engine, tok)
         kind = engine.score_kind
-        chunk_scores, tokens = await self.score_texts(
-            plan.query, plan.texts, deadline=deadline, max_tokens_per_doc=plan.engine_max_tokens,
-            instruction=q.instruction, raw=q.raw_scores,
-        )
+        with self.admission.admit(len(plan.texts)):
+            chunk_scores, tokens = await self.score_texts(
+                plan.query, plan.texts, deadline=deadline, max_tokens_per_doc=plan.engine_max_tokens,
+                instruction=q.instruction, raw=q.raw_scores,
+            )
+        if stats is not None:
+            stats["tokens"] = tokens
         raw_scores = [float("-inf")] * len(q.texts)
         for owner, score in zip(plan.owners, chunk_scores):
             raw_scores[owner] = max(raw_scores[owner], score)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from engine import (
     QWEN3_PRESETS,
     QWEN3_RERANKER_OVERRIDES,
     EngineConfig,
+    LaunchMode,
     detect_device,
     detect_family,
     detect_launch_mode,
@@ -75,6 +78,14 @@ class Settings:
     model_aliases: tuple[str, ...] = ()
     runtime_dir: str | None = None
     device: str | None = None
+    api_keys: tuple[str, ...] = ()
+    api_key_file: str | None = None
+    protect_ops: bool = False
+    max_body_bytes: int = 20_000_000
+    max_documents: int = 10_000
+    max_inflight_pairs: int | None = None
+    score_cache_size: int = 0
+    engine_command: str | None = None
     vllm_args: tuple[str, ...] = field(default=())
 
     # ------------------------------------------------------------------ derived
@@ -141,7 +152,8 @@ class Settings:
             port=port,
             family=family,
             device=device,
-            launch=detect_launch_mode(),
+            launch=(LaunchMode(tuple(shlex.split(self.engine_command)), False) if self.engine_command
+                    else detect_launch_mode()),
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens,
             gpu_memory_utilization=self.gpu_memory_utilization,
@@ -155,15 +167,26 @@ class Settings:
             name=name,
         )
 
+    @property
+    def inflight_pairs_per_worker(self) -> int:
+        engines = max(1, len(self.engine_urls) or self.engine_replicas)
+        total = self.max_inflight_pairs or 16 * self.max_num_seqs * engines
+        return max(1, math.ceil(total / self.workers))
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "Settings":
         data = json.loads(text)
-        for key in ("vllm_args", "model_aliases", "engine_devices", "engine_urls"):
+        for key in ("vllm_args", "model_aliases", "engine_devices", "engine_urls", "api_keys"):
             data[key] = tuple(data.get(key) or ())
         return cls(**data)
+
+    def __repr__(self) -> str:  # keys never reach logs
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields["api_keys"] = ("***",) * len(self.api_keys)
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
     def public(self) -> dict[str, Any]:
         """Configuration shown on /health (the origin guide's fields first)."""
@@ -216,6 +239,20 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--model-alias", "RERANK_MODEL_ALIASES", list, "Extra accepted model name (repeatable; env: comma-separated)."),
     ("--runtime-dir", "RERANK_RUNTIME_DIR", str, "Directory for the engine state file (default: a temp dir)."),
     ("--device", "RERANK_DEVICE", str, "cpu or cuda (default: detected from the installed vLLM build)."),
+    ("--api-key", "RERANK_API_KEYS", list,
+     "Accepted bearer key (repeatable; env: comma-separated). With none set (and no key file) auth is off."),
+    ("--api-key-file", "RERANK_API_KEY_FILE", str,
+     "File with one accepted key per line; re-read when it changes (rotation without restart)."),
+    ("--protect-ops", "RERANK_PROTECT_OPS", bool, "Require the key on /health and /metrics too."),
+    ("--max-body-bytes", "RERANK_MAX_BODY_BYTES", int, "Largest request body accepted (413 beyond)."),
+    ("--max-documents", "RERANK_MAX_DOCUMENTS", int, "Most documents per request (400 beyond; at most 10000)."),
+    ("--max-inflight-pairs", "RERANK_MAX_INFLIGHT_PAIRS", int,
+     "(query, document) pairs in flight per service before 429 + Retry-After (default: 16 x max-num-seqs x engines)."),
+    ("--score-cache-size", "RERANK_SCORE_CACHE_SIZE", int,
+     "Entries of the (model, query, document, settings) score cache per worker; 0 = off."),
+    ("--engine-command", "RERANK_ENGINE_COMMAND", str,
+     "Replace the engine launcher (default: `vllm serve` or `python -m vllm.entrypoints.openai.api_server`), "
+     "e.g. a wrapper script; it receives the usual vLLM arguments."),
 ]
 
 
@@ -234,7 +271,7 @@ def _field_name(flag: str) -> str:
 
 def _dest(flag: str) -> str:
     name = _field_name(flag)
-    return {"model_alias": "model_aliases", "engine_url": "engine_urls"}.get(name, name)
+    return {"model_alias": "model_aliases", "engine_url": "engine_urls", "api_key": "api_keys"}.get(name, name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,5 +357,11 @@ def _validate(s: Settings) -> None:
         raise SettingsError("--engine-port must differ from --port")
     if s.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
         raise SettingsError(f"--log-level: unknown level {s.log_level!r}")
+    if not 1 <= s.max_documents <= 10_000:
+        raise SettingsError("--max-documents must be in 1..10000")
+    if s.max_body_bytes < 1024:
+        raise SettingsError("--max-body-bytes must be at least 1024")
+    if s.score_cache_size < 0:
+        raise SettingsError("--score-cache-size must be >= 0")
     if s.device is not None and s.device not in ("cpu", "cuda"):
         raise SettingsError("--device must be cpu or cuda")

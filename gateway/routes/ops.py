@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.deps import RuntimeDep
+from gateway.metrics import render_metrics
 
 __all__ = ["router"]
 
@@ -37,6 +38,10 @@ def health_body(rt: Any) -> tuple[int, dict[str, Any]]:
         **rt.settings.public(),
         "engine": _engine_public(engines[0].raw) if engines else None,
         "engines": [_engine_public(e.raw) for e in engines],
+        "score_cache": {"enabled": rt.service.cache.enabled, "entries": len(rt.service.cache),
+                        "hits": rt.service.cache.hits, "misses": rt.service.cache.misses},
+        "inflight_pairs": rt.service.admission.inflight,
+        "max_inflight_pairs_per_worker": rt.service.admission.limit,
     }
     return (200 if ready else 503), body
 
@@ -63,3 +68,10 @@ async def list_models(request: Request, rt: RuntimeDep) -> Response:
         for n in names
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+@router.get("/metrics", operation_id="metrics")
+async def metrics(request: Request, rt: RuntimeDep) -> Response:
+    engines = [e.raw for e in rt.registry.engines()]
+    text = render_metrics(engines, await rt.client.engine_metrics())
+    return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,138 @@
+"""Prometheus metrics under the `vllm_rerank_` prefix, correct with several worker processes.
+
+start_service.py sets PROMETHEUS_MULTIPROC_DIR before the workers start, so every worker
+writes its samples to shared files and any worker's /metrics aggregates them all. Gauges use
+`livesum` (sum over live workers). Engine state, restarts and GPU memory are read at scrape
+time; the engines' own `vllm:` metrics are proxied (fetched from each engine's /metrics and
+appended, labelled with `engine=` when there are several) — so one scrape covers both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["METRICS", "render_metrics", "label_engine_metrics"]
+
+_MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+_TOKEN_BUCKETS = (10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000_000)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        gauge_mode = {"multiprocess_mode": "livesum"} if _MULTIPROC else {}
+        self.requests = Counter("vllm_rerank_requests_total", "HTTP requests by route, dialect and status",
+                                ["route", "dialect", "status"])
+        self.latency = Histogram("vllm_rerank_request_duration_seconds", "Request latency by route", ["route"],
+                                 buckets=_LATENCY_BUCKETS)
+        self.documents = Histogram("vllm_rerank_documents_per_request", "Documents per rerank request",
+                                   buckets=_SIZE_BUCKETS)
+        self.tokens = Histogram("vllm_rerank_tokens_per_request", "Prompt tokens the engine counted per request",
+                                buckets=_TOKEN_BUCKETS)
+        self.tokens_total = Counter("vllm_rerank_prompt_tokens_total", "Prompt tokens scored")
+        self.inflight_requests = Gauge("vllm_rerank_inflight_requests", "Requests being processed", **gauge_mode)
+        self.inflight_pairs = Gauge("vllm_rerank_inflight_pairs", "(query, document) pairs being scored",
+                                    **gauge_mode)
+        self.rejected = Counter("vllm_rerank_rejected_total", "Requests refused by backpressure or engine state",
+                                ["status", "reason"])
+        self.cache = Counter("vllm_rerank_score_cache_total", "Score cache lookups", ["result"])
+        self.disconnects = Counter("vllm_rerank_client_disconnects_total",
+                                   "Requests cancelled because the client went away")
+
+
+METRICS = _Metrics()
+
+
+def _engine_families(engines: list[dict[str, object]]) -> Iterable[Metric]:
+    state = GaugeMetricFamily("vllm_rerank_engine_state", "1 for the engine's current state",
+                              labels=["engine", "state"])
+    restarts = GaugeMetricFamily("vllm_rerank_engine_restarts", "Engine restarts since the service started",
+                                 labels=["engine"])
+    ready = GaugeMetricFamily("vllm_rerank_engines_ready", "Engines ready to take requests")
+    for e in engines:
+        name = str(e.get("name"))
+        state.add_metric([name, str(e.get("state"))], 1.0)
+        restarts.add_metric([name], float(e.get("restarts") or 0))  # type: ignore[arg-type]
+    ready.add_metric([], float(sum(1 for e in engines if e.get("state") == "ready")))
+    return [state, restarts, ready]
+
+
+def _gpu_families() -> Iterable[Metric]:
+    """GPU memory per device via NVML; nothing (and no error) where there is no GPU or no pynvml."""
+    try:
+        import pynvml  # type: ignore[import-untyped]
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no NVML: no GPU metrics
+        return []
+    used = GaugeMetricFamily("vllm_rerank_gpu_memory_used_bytes", "GPU memory used", labels=["gpu"])
+    total = GaugeMetricFamily("vllm_rerank_gpu_memory_total_bytes", "GPU memory total", labels=["gpu"])
+    try:
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i))
+            used.add_metric([str(i)], float(info.used))
+            total.add_metric([str(i)], float(info.total))
+    finally:
+        pynvml.nvmlShutdown()
+    return [used, total]
+
+
+class _ScrapeTimeCollector:
+    def __init__(self, engines: list[dict[str, object]]) -> None:
+        self.engines = engines
+
+    def collect(self) -> Iterable[Metric]:
+        yield from _engine_families(self.engines)
+        yield from _gpu_families()
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?(\s.*)$")
+
+
+def label_engine_metrics(text: str, engine: str | None) -> str:
+    """Prefix each sample of an engine's exposition with `engine="<name>"` (None: unchanged)."""
+    if engine is None:
+        return text
+    out = []
+    for line in text.splitlines():
+        m = _SAMPLE.match(line) if line and not line.startswith("#") else None
+        if m:
+            labels = f'engine="{engine}"' + (f",{m.group(3)}" if m.group(3) else "")
+            line = f"{m.group(1)}{{{labels}}}{m.group(4)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def render_metrics(engines: list[dict[str, object]], engine_texts: list[tuple[str, str]]) -> bytes:
+    """Our metrics (all workers) + scrape-time engine/GPU gauges + the engines' own metrics."""
+    registry = CollectorRegistry()
+    if _MULTIPROC:
+        MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY  # type: ignore[assignment]
+    ours = generate_latest(registry)
+    scrape = CollectorRegistry()
+    scrape.register(_ScrapeTimeCollector(engines))  # type: ignore[arg-type]
+    parts = [ours, generate_latest(scrape)]
+    several = len(engine_texts) > 1
+    seen_help: set[str] = set()
+    for name, text in engine_texts:
+        lines = []
+        for line in label_engine_metrics(text, name if several else None).splitlines():
+            if line.startswith("#"):  # HELP/TYPE once per family across engines
+                key = " ".join(line.split()[:3])
+                if key in seen_help:
+                    continue
+                seen_help.add(key)
+            lines.append(line)
+        parts.append(("\n".join(lines) + "\n").encode())
+    return b"".join(parts)
