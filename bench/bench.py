@@ -421,6 +421,7 @@ class Record:
     requests: int
     window_s: float
     rps: float
+    rps_count: float
     pairs_per_s: float
     p50_ms: float
     p99_ms: float
@@ -446,7 +447,7 @@ async def measure(v: Variant, docs: list[str], conc: int, rep: int, a: argparse.
     cpu_per = None
     if procs and "start" in cpu and "end" in cpu and res.requests:
         cpu_per = (cpu["end"] - cpu["start"]) / res.requests * 1000
-    return Record(v.name, len(docs), conc, rep, res.requests, res.window_s, res.rps, res.pairs_per_s,
+    return Record(v.name, len(docs), conc, rep, res.requests, res.window_s, res.rps, res.rps_count, res.pairs_per_s,
                   res.pct(0.5) * 1000, res.pct(0.99) * 1000, res.errors, res.first_error, cpu_per,
                   os.getloadavg()[0], started)
 
@@ -479,7 +480,7 @@ async def run_all(stack: Stack, a: argparse.Namespace) -> list[Record]:
                 err = f" errors={r.errors} ({r.first_error})" if r.errors else ""
                 cpu = f" cpu={r.cpu_ms_per_req:.2f}ms/req" if r.cpu_ms_per_req is not None else ""
                 print(f"[{k}/{total}] rep={rep} docs={d} conc={c} {name:14s} req/s={r.rps:8.1f} "
-                      f"pairs/s={r.pairs_per_s:10.0f} p50={r.p50_ms:8.2f}ms p99={r.p99_ms:8.2f}ms{cpu} "
+                      f"pairs/s={r.pairs_per_s:10.0f} (counted {r.rps_count * r.docs:10.0f}) p50={r.p50_ms:8.2f}ms p99={r.p99_ms:8.2f}ms{cpu} "
                       f"load1={r.load1:.2f}{err}", flush=True)
     return records
 
@@ -760,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
         "variants interleaved",
         *[f"- {n}" for n in stack.notes],
         "",
-        "Values: median over repetitions [min–max]. Added latency: per-repetition difference to the baseline "
+        "Values: median over repetitions [min–max]. Throughput is closed-loop Little's law "
+        "(concurrency / mean latency; counted completions per window are in results.json). Added latency: per-repetition difference to the baseline "
         "(gateway → direct /score; litellm → direct-rerank if measured), then median.",
         "",
         tbl,
