@@ -50,7 +50,7 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from engine import FAMILIES, EngineSupervisor, publish_state
+    from engine import FAMILIES, EngineSupervisor, RestartPolicy, publish_state
     from engine.external import ExternalEngine
     from gateway.settings import SETTINGS_ENV, SettingsError, parse_settings
 
@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
 
     supervisors.extend(
         EngineSupervisor(c, ready_timeout_s=settings.ready_timeout, stop_grace_s=settings.stop_grace,
-                         on_change=publish)
+                         on_change=publish,
+                         policy=RestartPolicy(cap_s=settings.restart_backoff_cap,
+                                              max_crashes=settings.max_engine_crashes, window_s=settings.crash_window))
         for c in configs
     )
     family = FAMILIES[settings.model_family] if settings.model_family else None

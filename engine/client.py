@@ -122,7 +122,9 @@ class EngineClient:
             EngineRejectedError: the engine refused the input (its message).
             EngineProtocolError: an unreadable answer.
         """
-        retry_until = min(deadline, time.monotonic() + self.retry_budget_s)
+        now = time.monotonic()
+        # Stop retrying a little before the deadline, so the caller gets the real cause (503), not 504.
+        retry_until = min(now + self.retry_budget_s, deadline - min(0.5, 0.2 * max(0.0, deadline - now)))
         failed: set[str] = set()
         last: EngineError | None = None
         try:
@@ -135,6 +137,8 @@ class EngineClient:
                 wait_jitter=0.2,
             ):
                 with attempt:
+                    if last is not None and time.monotonic() >= retry_until:
+                        raise last
                     engine = self.registry.pick(exclude=frozenset(failed))
                     try:
                         return await self._score_once(engine, query, documents, deadline, max_tokens_per_doc,

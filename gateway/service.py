@@ -16,7 +16,13 @@ from compat.errors import CompatError, UnknownModelError
 from compat.model import RerankOutcome, RerankQuery
 from compat.ranking import rank, relevance
 from engine import FAMILIES, EngineClient, EngineRegistry, EngineView, ScoreBatch
-from engine.tokenizer import ModelTokenizer, load_tokenizer
+from engine.tokenizer import (
+    QWEN3_DEFAULT_INSTRUCTION,
+    QWEN3_PREFIX,
+    QWEN3_SUFFIX,
+    ModelTokenizer,
+    load_tokenizer,
+)
 from gateway.admission import Admission
 from gateway.cache import ScoreCache
 from gateway.metrics import METRICS
@@ -114,6 +120,24 @@ class RerankService:
             return None
         return await run_in_threadpool(load_tokenizer, model, FAMILIES.get(engine.family, FAMILIES["bi-encoder"]))
 
+    @staticmethod
+    def fits_without_tokenizer(q: RerankQuery, engine: EngineView) -> bool:
+        """True when byte lengths alone prove every pair fits (a token covers at least one byte),
+        so the common short-document request never touches a tokenizer."""
+        max_len = engine.max_model_len
+        if max_len is None:
+            return True
+        frame = 8
+        if engine.family == "llm-reranker":
+            frame = len((QWEN3_PREFIX + QWEN3_SUFFIX + (q.instruction or QWEN3_DEFAULT_INSTRUCTION)).encode()) + 40
+        longest = max(len(t.encode()) for t in q.texts)
+        if q.max_tokens_per_doc is not None and longest > q.max_tokens_per_doc:
+            return False
+        query = len(q.query.encode())
+        if engine.family == "bi-encoder":
+            return max(query, longest) + frame <= max_len
+        return query + longest + frame <= max_len
+
     def plan(self, q: RerankQuery, engine: EngineView, tok: ModelTokenizer | None) -> ScoringPlan:
         """Fit the request into the model: truncate the query (with a warning), then truncate
         documents to their token budget, or split them into chunks (max_chunks_per_doc).
@@ -183,8 +207,11 @@ class RerankService:
             stats["documents"] = len(q.texts)
         deadline = time.monotonic() + self.settings.request_timeout
         engine = self.registry.pick()
-        tok = await self.tokenizer(engine) if engine.max_model_len else None
-        plan = self.plan(q, engine, tok)
+        if self.fits_without_tokenizer(q, engine):
+            plan = ScoringPlan(q.query, q.texts, tuple(range(len(q.texts))), q.max_tokens_per_doc, ())
+        else:
+            tok = await self.tokenizer(engine) if engine.max_model_len else None
+            plan = self.plan(q, engine, tok)
         kind = engine.score_kind
         with self.admission.admit(len(plan.texts)):
             chunk_scores, tokens = await self.score_texts(

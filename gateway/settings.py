@@ -86,6 +86,9 @@ class Settings:
     max_inflight_pairs: int | None = None
     score_cache_size: int = 0
     engine_command: str | None = None
+    max_engine_crashes: int = 5
+    crash_window: float = 300.0
+    restart_backoff_cap: float = 30.0
     vllm_args: tuple[str, ...] = field(default=())
 
     # ------------------------------------------------------------------ derived
@@ -250,6 +253,11 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
      "(query, document) pairs in flight per service before 429 + Retry-After (default: 16 x max-num-seqs x engines)."),
     ("--score-cache-size", "RERANK_SCORE_CACHE_SIZE", int,
      "Entries of the (model, query, document, settings) score cache per worker; 0 = off."),
+    ("--max-engine-crashes", "RERANK_MAX_ENGINE_CRASHES", int,
+     "Crashes tolerated within --crash-window; one more marks the engine failed (health 503)."),
+    ("--crash-window", "RERANK_CRASH_WINDOW", float, "Window for counting engine crashes, seconds."),
+    ("--restart-backoff-cap", "RERANK_RESTART_BACKOFF_CAP", float,
+     "Longest wait before restarting a crashed engine (backoff 1, 2, 4... seconds up to this)."),
     ("--engine-command", "RERANK_ENGINE_COMMAND", str,
      "Replace the engine launcher (default: `vllm serve` or `python -m vllm.entrypoints.openai.api_server`), "
      "e.g. a wrapper script; it receives the usual vLLM arguments."),

@@ -1,0 +1,143 @@
+"""Fault injection with a fake engine (a real subprocess, tests/fakes/fake_vllm.py): every
+failure ends in its documented status, within the deadline, and nothing is left running.
+Scores are never asserted here: the fake is for faults only."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shlex
+import subprocess
+import sys
+import time
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.service import ROOT, ServiceProcess, free_port
+
+FAKE = str(ROOT / "tests" / "fakes" / "fake_vllm.py")
+BODY = {"query": "q", "documents": ["a", "b"]}
+FAST = ["--request-timeout", "3", "--stop-grace", "2", "--ready-timeout", "20", "--restart-backoff-cap", "1"]
+
+
+def fake(*flags: str) -> list[str]:
+    return ["--engine-command", shlex.join([sys.executable, FAKE, *flags]), *FAST]
+
+
+def _leftovers(marker: str) -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])
+            and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def post(svc: ServiceProcess, body: dict | None = None, path: str = "/v1/rerank") -> httpx.Response:  # type: ignore[type-arg]
+    return httpx.post(f"{svc.url}{path}", json=body or BODY, timeout=30)
+
+
+def test_failed_start_exits_1_with_the_cause() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--port", str(free_port()),
+                           *fake("--fail-start")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "error: engine failed to start (port_in_use)" in proc.stderr
+
+
+def test_never_ready_times_out_and_reports_starting_meanwhile() -> None:
+    svc = ServiceProcess([*fake("--never-ready"), "--ready-timeout", "6"], name="never-ready").start()
+    try:
+        deadline = time.monotonic() + 30
+        seen_starting = False
+        while time.monotonic() < deadline and svc.proc.poll() is None:  # type: ignore[union-attr]
+            try:
+                status, body = svc.health()
+                if status == 503 and body["status"] == "starting":
+                    seen_starting = True
+                    r = post(svc)
+                    assert r.status_code == 503 and r.headers["Retry-After"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert seen_starting
+        assert svc.wait_exit(30) == 1
+        assert "engine failed to start (timeout)" in svc.log_tail()
+    finally:
+        svc.stop()
+    assert not _leftovers(FAKE + " --never-ready")
+
+
+def test_slow_start_is_503_then_ready() -> None:
+    with ServiceProcess(fake("--start-delay", "2"), name="slow-start") as svc:
+        assert post(svc).status_code == 200
+
+
+def test_hanging_engine_gives_504_within_the_deadline() -> None:
+    with ServiceProcess(fake("--hang"), name="hang") as svc:
+        t0 = time.monotonic()
+        r = post(svc)
+        assert r.status_code == 504 and time.monotonic() - t0 < 3 + 2
+        assert r.json()["error"]["code"] == 504
+
+
+@pytest.mark.parametrize(("flags", "status"), [(("--status", "500"), 503), (("--status", "503"), 503),
+                                               (("--reset",), 503), (("--status", "400"), 400)])
+def test_engine_errors_map_to_documented_statuses(flags: tuple[str, ...], status: int) -> None:
+    with ServiceProcess([*fake(*flags), "--request-timeout", "3"], name="status") as svc:
+        t0 = time.monotonic()
+        r = post(svc)
+        assert r.status_code == status, r.text
+        assert time.monotonic() - t0 < 3 + 2
+        if status == 503:
+            assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["message"]
+
+
+def test_crashing_engine_is_restarted_and_too_many_crashes_mark_it_failed() -> None:
+    with ServiceProcess([*fake("--crash-after", "0"), "--max-engine-crashes", "2", "--crash-window", "60"],
+                        name="crash") as svc:
+        r = post(svc)  # kills the engine mid-request
+        assert r.status_code in (503, 504), r.text
+        deadline = time.monotonic() + 40
+        restarts = 0
+        while time.monotonic() < deadline:
+            status, body = svc.health()
+            restarts = body["engine"]["restarts"]
+            if body["status"] == "failed":
+                break
+            if status == 200:
+                post(svc)  # crash it again
+            time.sleep(0.2)
+        assert body["status"] == "failed" and status == 503 and restarts >= 2
+        r = post(svc)
+        assert r.status_code == 503 and "failed" in r.json()["message"]
+
+
+def test_engine_ignoring_sigterm_is_killed_and_nothing_is_left() -> None:
+    svc = ServiceProcess(fake("--ignore-sigterm"), name="ignore-term").start().wait_ready()
+    assert svc.proc is not None
+    tree = {p.pid for p in psutil.Process(svc.proc.pid).children(recursive=True)}
+    t0 = time.monotonic()
+    assert svc.stop(grace=30) == 0
+    assert time.monotonic() - t0 < 2 + 10
+    alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive
+
+
+def test_overload_answers_429_at_once_with_retry_after() -> None:
+    with ServiceProcess([*fake("--slow", "2"), "--max-inflight-pairs", "3"], name="overload") as svc:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            first = pool.submit(post, svc, {"query": "q", "documents": ["a", "b", "c"]})
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            r = post(svc)
+            assert r.status_code == 429 and time.monotonic() - t0 < 1.0
+            assert int(r.headers["Retry-After"]) >= 1
+            assert first.result().status_code == 200
+
+
+def test_client_disconnect_cancels_engine_work() -> None:
+    with ServiceProcess(fake("--slow", "5"), name="disconnect") as svc:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{svc.url}/v1/rerank", json=BODY, timeout=0.5)
+        time.sleep(0.5)
+        metrics = httpx.get(f"{svc.url}/metrics").text
+        assert "vllm_rerank_client_disconnects_total 1.0" in metrics
+        assert "vllm_rerank_inflight_pairs 0.0" in metrics
