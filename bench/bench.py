@@ -295,7 +295,7 @@ class Stack:
             cpu = self._cpu_fn(gw_pid, exclude_engine=True) if gw_pid else None
             if cpu is None:
                 self.notes.append("gateway CPU not measured (its process was not found from the port)")
-            self.variants["gateway"] = Variant("gateway", f"{a.url.rstrip('/')}/v2/rerank", "rerank", "bench",
+            self.variants["gateway"] = Variant("gateway", f"{a.url.rstrip('/')}{a.gateway_path}", "rerank", "bench",
                                                cpu_pids=cpu, baseline="direct", workers=int(h.get("workers") or 1))
         else:
             port = free_port()
@@ -308,8 +308,8 @@ class Stack:
             h = httpx.get(f"{url}/health", timeout=10).json()
             self.engine_url = h["engines"][0]["url"]
             self.engine_pids = {q.pid for q in tree(int(h["engines"][0]["pid"]))}
-            self.warm(f"{url}/v2/rerank", n=2)
-            self.variants["gateway"] = Variant("gateway", f"{url}/v2/rerank", "rerank", "bench",
+            self.warm(f"{url}{a.gateway_path}", n=2)
+            self.variants["gateway"] = Variant("gateway", f"{url}{a.gateway_path}", "rerank", "bench",
                                                cpu_pids=self._cpu_fn(p.pid, exclude_engine=True),
                                                baseline="direct", workers=workers[0])
         if not self.engine_model:
@@ -337,7 +337,9 @@ class Stack:
                     r = c.post(url, json=body)
                     if r.status_code == 200:
                         break
-                    last = f"HTTP {r.status_code}: {r.text[:200]}"
+                    last = f"HTTP {r.status_code}: {r.text[:300]}"
+                    if 400 <= r.status_code < 500 and r.status_code != 429:
+                        raise RuntimeError(f"{url} refused the warm-up request: {last}")
                 except httpx.HTTPError as exc:
                     last = repr(exc)
                 time.sleep(0.5)
@@ -365,9 +367,9 @@ class Stack:
         p = self.start(name, argv)
         url = f"http://127.0.0.1:{port}"
         p.wait_http(f"{url}/health", 120)
-        self.warm(f"{url}/v2/rerank")
+        self.warm(f"{url}{self.args.gateway_path}")
         self.notes.append(f"{name}: {how}, workers={workers}{' ' + ' '.join(extra) if extra else ''}")
-        self.variants[name] = Variant(name, f"{url}/v2/rerank", "rerank", "bench",
+        self.variants[name] = Variant(name, f"{url}{self.args.gateway_path}", "rerank", "bench",
                                       cpu_pids=self._cpu_fn(p.pid, exclude_engine=True), baseline="direct",
                                       workers=workers)
 
@@ -687,6 +689,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--doc-words", type=int, default=12, help="words per synthetic document")
     p.add_argument("--workload", choices=("unique", "repeat"), default="unique",
                    help="unique: no (query, document) pair repeats; repeat: the same request over and over")
+    p.add_argument("--gateway-path", default="/v2/rerank", help="gateway route to hit (Cohere v2; /v1/rerank works too)")
     p.add_argument("--cache-size", type=int, default=0, help="also run a gateway with --score-cache-size N")
     p.add_argument("--service-arg", action="append", default=[],
                    help="extra start_service.py flag for every gateway (repeatable; use --service-arg=--flag=value)")
