@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=int(settings.stop_grace),
+            # Drain long enough for every accepted request to reach its own deadline (a response,
+            # 504 at worst), never a dropped connection.
+            timeout_graceful_shutdown=int(settings.request_timeout + 5),
             access_log=False,
         )
     except SystemExit as exc:

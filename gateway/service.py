@@ -208,7 +208,8 @@ class RerankService:
         deadline = time.monotonic() + self.settings.request_timeout
         engine = self.registry.pick()
         if self.fits_without_tokenizer(q, engine):
-            plan = ScoringPlan(q.query, q.texts, tuple(range(len(q.texts))), q.max_tokens_per_doc, ())
+            # Everything fits: the engine needs no truncation limit (vLLM rejects one >= max_model_len).
+            plan = ScoringPlan(q.query, q.texts, tuple(range(len(q.texts))), None, ())
         else:
             tok = await self.tokenizer(engine) if engine.max_model_len else None
             plan = self.plan(q, engine, tok)

@@ -4,6 +4,7 @@ cause in one line."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import socket
@@ -61,6 +62,87 @@ def test_engine_killed_service_reports_503_restarts_and_recovers(st_model) -> No
     alive = {p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
     assert not alive, alive
     assert not psutil.pid_exists(svc_pid) or psutil.Process(svc_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_engine_sigkilled_under_20_clients_then_sigterm_under_load() -> None:
+    """Every request gets 200 or 503 + Retry-After, none hangs, traffic recovers; then SIGTERM
+    with requests in flight answers them all and leaves no process."""
+    import threading
+
+    body = {"query": "cats", "documents": ["a cat sat on the mat", "stocks fell", "dogs bark"]}
+    with ServiceProcess(["--workers", "2"], name="chaos") as svc:
+        assert svc.proc is not None
+        stop = threading.Event()
+        results: list[tuple[float, int, str | None]] = []
+        lock = threading.Lock()
+
+        def client() -> None:
+            with httpx.Client(timeout=60) as c:
+                while not stop.is_set():
+                    try:
+                        r = c.post(f"{svc.url}/v1/rerank", json=body)
+                        entry = (time.monotonic(), r.status_code, r.headers.get("retry-after"))
+                    except httpx.TimeoutException:
+                        entry = (time.monotonic(), -1, None)  # a hang: fails the test below
+                    with lock:
+                        results.append(entry)
+                    if entry[1] == 503:
+                        time.sleep(0.2)
+
+        threads = [threading.Thread(target=client) for _ in range(20)]
+        for t in threads:
+            t.start()
+        time.sleep(3)
+        old_pid = svc.health()[1]["engine"]["pid"]
+        killed_at = time.monotonic()
+        os.kill(old_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            status, health = svc.health()
+            if status == 200 and health["engine"]["pid"] != old_pid:
+                break
+            time.sleep(0.5)
+        recovered_at = time.monotonic()
+        time.sleep(5)
+        stop.set()
+        for t in threads:
+            t.join(90)
+        assert not any(t.is_alive() for t in threads), "a client hung"
+        statuses = [s for _, s, _ in results]
+        assert set(statuses) <= {200, 503}, sorted(set(statuses))
+        assert all(int(ra) >= 1 for _, s, ra in results if s == 503 and ra is not None)
+        assert all(ra is not None for _, s, ra in results if s == 503)
+        before = [s for t, s, _ in results if t < killed_at]
+        during = [s for t, s, _ in results if killed_at <= t < recovered_at]
+        after = [s for t, s, _ in results if t >= recovered_at + 1]
+        assert before and set(before) == {200}
+        assert 503 in during, "the outage was never reported"
+        assert after and after.count(200) / len(after) > 0.95
+        print(f"chaos: before={len(before)} during={len(during)} ({during.count(503)} x 503) after={len(after)}")
+
+        # SIGTERM with requests in flight: each in-flight request is answered.
+        tree = _descendants(svc.proc.pid)
+        big = {"query": "cats", "documents": [f"document number {i} about cats" for i in range(64)]}
+        clients = [httpx.Client(timeout=180) for _ in range(8)]
+        for c in clients:  # open keep-alive connections first: the requests below are truly in flight
+            c.post(f"{svc.url}/v1/rerank", json=body)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(c.post, f"{svc.url}/v1/rerank", json=big) for c in clients]
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                text = httpx.get(f"{svc.url}/metrics", timeout=10).text
+                line = next(x for x in text.splitlines() if x.startswith("vllm_rerank_inflight_requests "))
+                if float(line.split()[1]) >= 8:
+                    break
+                time.sleep(0.05)
+            svc.proc.send_signal(signal.SIGTERM)
+            answered = [f.result().status_code for f in futures]
+        for c in clients:
+            c.close()
+        assert svc.wait_exit(120) == 0
+        assert answered == [200] * 8, answered
+    alive = {p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+    assert not alive
 
 
 def _start_fails(args: list[str], timeout: float = 240) -> tuple[int, str]:
