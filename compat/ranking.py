@@ -36,7 +36,8 @@ def rank(
     relevance_scores: Sequence[float], *, raw_scores: Sequence[float] | None = None, top_n: int | None = None
 ) -> tuple[RankedItem, ...]:
     """Sort by relevance descending, ties by original index; keep the best `top_n` (clamped)."""
-    order = sorted(range(len(relevance_scores)), key=lambda i: (-relevance_scores[i], i))
+    # sorted() is stable: with reverse=True equal scores keep ascending index order.
+    order = sorted(range(len(relevance_scores)), key=relevance_scores.__getitem__, reverse=True)
     if top_n is not None:
         order = order[: max(0, top_n)]
     return tuple(

@@ -202,9 +202,15 @@ class EngineClient:
             )
         try:
             data = orjson.loads(resp.content)
-            scores = [0.0] * len(documents)
-            for item in data["data"]:
-                scores[int(item["index"])] = float(item["score"])
+            items = data["data"]
+            if len(items) != len(documents):
+                raise ValueError(f"{len(items)} scores for {len(documents)} documents")
+            if all(item["index"] == i for i, item in enumerate(items)):  # vLLM answers in order
+                scores = [float(item["score"]) for item in items]
+            else:
+                scores = [0.0] * len(documents)
+                for item in items:
+                    scores[int(item["index"])] = float(item["score"])
             tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise EngineProtocolError(f"unreadable engine answer: {resp.content[:200]!r}") from exc

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio.to_thread
+import httpx
 from fastapi import FastAPI
 
 from engine import EngineClient, EngineRegistry
@@ -30,11 +31,14 @@ STATE_FILE_ENV = "VLLM_RERANK_STATE_FILE"
 log = logging.getLogger("vllm_rerank.gateway")
 
 
-def create_app(settings: Settings, *, registry: EngineRegistry) -> FastAPI:
+def create_app(settings: Settings, *, registry: EngineRegistry,
+               engine_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The app for one worker. `engine_transport` replaces the HTTP transport to the engines
+    (tests inject faults and fuzz with it)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.max_workers
-        client = EngineClient(registry)
+        client = EngineClient(registry, transport=engine_transport)
         service = RerankService(client=client, registry=registry, settings=settings)
         app.state.runtime = Runtime(settings=settings, registry=registry, client=client, service=service)
         warm = asyncio.ensure_future(_preload_tokenizer(service, registry))

@@ -82,10 +82,7 @@ class RerankService:
     ) -> tuple[list[float], int]:
         """Raw engine scores aligned with `texts`, and prompt tokens (duplicates scored once;
         cached pairs not at all)."""
-        unique: dict[str, int] = {}
-        for t in texts:
-            unique.setdefault(t, len(unique))
-        distinct = list(unique)
+        distinct = list(dict.fromkeys(texts))
         cached: dict[str, tuple[float, int]] = {}
         if self.cache.enabled:
             prefix = (self.served_name, query, max_tokens_per_doc, instruction, raw)
@@ -98,6 +95,7 @@ class RerankService:
             distinct = [t for t in distinct if t not in cached]
         if not distinct:
             return [cached[t][0] for t in texts], 0
+        all_new = not cached and len(distinct) == len(texts)
         parts = [distinct[i : i + self.split_size] for i in range(0, len(distinct), self.split_size)]
         batches: list[ScoreBatch] = await asyncio.gather(
             *(
@@ -106,8 +104,11 @@ class RerankService:
                 for part in parts
             )
         )
-        fresh = dict(zip(distinct, (s for b in batches for s in b.scores)))
+        flat = [s for b in batches for s in b.scores]
         tokens = sum(b.prompt_tokens for b in batches)
+        if all_new and not self.cache.enabled:
+            return flat, tokens  # no duplicates, nothing cached: already aligned with texts
+        fresh = dict(zip(distinct, flat))
         if self.cache.enabled:
             per_pair = tokens // max(1, len(distinct))
             for t, score in fresh.items():

@@ -172,9 +172,12 @@ class Settings:
 
     @property
     def inflight_pairs_per_worker(self) -> int:
+        """An explicit --max-inflight-pairs is split over the workers; the default is per worker:
+        32 engine batches (max_num_seqs) per engine, enough to keep the engines saturated."""
+        if self.max_inflight_pairs:
+            return max(1, math.ceil(self.max_inflight_pairs / self.workers))
         engines = max(1, len(self.engine_urls) or self.engine_replicas)
-        total = self.max_inflight_pairs or 16 * self.max_num_seqs * engines
-        return max(1, math.ceil(total / self.workers))
+        return 32 * self.max_num_seqs * engines
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -250,7 +253,8 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--max-body-bytes", "RERANK_MAX_BODY_BYTES", int, "Largest request body accepted (413 beyond)."),
     ("--max-documents", "RERANK_MAX_DOCUMENTS", int, "Most documents per request (400 beyond; at most 10000)."),
     ("--max-inflight-pairs", "RERANK_MAX_INFLIGHT_PAIRS", int,
-     "(query, document) pairs in flight per service before 429 + Retry-After (default: 16 x max-num-seqs x engines)."),
+     "(query, document) pairs in flight per service before 429 + Retry-After (split over workers; default: "
+     "32 x max-num-seqs x engines per worker)."),
     ("--score-cache-size", "RERANK_SCORE_CACHE_SIZE", int,
      "Entries of the (model, query, document, settings) score cache per worker; 0 = off."),
     ("--max-engine-crashes", "RERANK_MAX_ENGINE_CRASHES", int,

@@ -1,0 +1,88 @@
+"""Property-based fuzzing of every route, in-process, with an instant mock engine transport:
+thousands of generated bodies (near-valid and garbage), zero 5xx, always a JSON answer.
+
+The mock engine only makes valid requests fast; nothing here asserts scores."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from engine import EngineRegistry
+from gateway.app import create_app
+from gateway.settings import Settings
+
+ROUTES = ["/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"]
+FIELDS = ["model", "query", "documents", "texts", "top_n", "top_k", "return_documents", "rank_fields",
+          "max_chunks_per_doc", "max_tokens_per_doc", "truncation", "truncate", "raw_scores", "return_text",
+          "truncation_direction", "text_1", "text_2", "queries", "instruction", "priority", "use_activation"]
+
+
+def _engine(request: httpx.Request) -> httpx.Response:
+    body = orjson.loads(request.content)
+    docs = body.get("text_2") or []
+    return httpx.Response(200, json={"data": [{"index": i, "score": 0.25} for i in range(len(docs))],
+                                      "usage": {"prompt_tokens": len(docs)}})
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    registry = EngineRegistry(static=[{"url": "http://engine", "state": "ready", "served_model_name": "m",
+                                       "score_kind": "cosine", "family": "bi-encoder", "max_model_len": 512}])
+    app = create_app(Settings(max_body_bytes=200_000), registry=registry, engine_transport=httpx.MockTransport(_engine))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False),
+                      st.text(max_size=30))
+json_value = st.recursive(json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                            st.dictionaries(st.text(max_size=8), inner, max_size=5)),
+                          max_leaves=20)
+documents = st.one_of(st.lists(st.text(max_size=40), max_size=6),
+                      st.lists(st.dictionaries(st.sampled_from(["text", "title", "x"]), json_value, max_size=3),
+                               max_size=4),
+                      json_value)
+near_valid = st.fixed_dictionaries(
+    {"query": st.one_of(st.text(max_size=40), json_value)},
+    optional={name: (documents if name in ("documents", "texts", "text_2", "queries") else json_value)
+              for name in FIELDS if name != "query"},
+)
+
+
+def _check(resp: httpx.Response) -> None:
+    assert resp.status_code < 500, (resp.status_code, resp.text[:500])
+    data = resp.json()
+    if resp.status_code >= 400:
+        assert isinstance(data, dict) and ("message" in data or "error" in data)
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(route=st.sampled_from(ROUTES), body=near_valid)
+def test_near_valid_bodies_never_5xx(client: TestClient, route: str, body: dict[str, Any]) -> None:
+    _check(client.post(route, content=json.dumps(body)))
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(route=st.sampled_from(ROUTES), raw=st.one_of(st.binary(max_size=200), json_value.map(json.dumps)))
+def test_garbage_bodies_never_5xx(client: TestClient, route: str, raw: bytes | str) -> None:
+    _check(client.post(route, content=raw))
+
+
+def test_deep_json_is_a_4xx(client: TestClient) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    _check(client.post("/v1/rerank", content=deep))
+    nested = '{"query": "q", "documents": [{"text": "a", "x": ' + "[" * 900 + "]" * 900 + "}]}"
+    assert client.post("/v1/rerank", content=nested).status_code == 200
+
+
+def test_body_over_the_limit_is_413(client: TestClient) -> None:
+    r = client.post("/v1/rerank", content=b'{"query": "q", "documents": ["' + b"a" * 300_000 + b'"]}')
+    assert r.status_code == 413 and "too large" in r.json()["message"]
