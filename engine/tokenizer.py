@@ -5,8 +5,9 @@ Used by the gateway to size truncation and chunking exactly as the engine will c
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +50,36 @@ class ModelTokenizer:
         return int(self._tok.num_special_tokens_to_add(pair=False))
 
 
-@functools.lru_cache(maxsize=4)
-def load_tokenizer(model: str, family: ModelFamily) -> ModelTokenizer | None:
-    """The fast tokenizer of `model` (local path, or hub id already cached), or None if unavailable."""
-    try:
-        from transformers import AutoTokenizer
+_LOCK = threading.Lock()
+_LOADED: dict[tuple[str, str], ModelTokenizer] = {}
+_FAILED: dict[tuple[str, str], float] = {}
+_RETRY_FAILED_AFTER_S = 60.0
 
-        local = Path(model).exists()
-        tok = AutoTokenizer.from_pretrained(model, use_fast=True, local_files_only=local or None)
-    except Exception as exc:  # noqa: BLE001 - any loader failure means "no tokenizer": engine-side limits only
-        log.warning("tokenizer_unavailable model=%s error=%s", model, exc)
-        return None
-    return ModelTokenizer(tok, family)
+
+def load_tokenizer(model: str, family: ModelFamily) -> ModelTokenizer | None:
+    """The fast tokenizer of `model` (local path, or hub id already cached), or None if unavailable.
+
+    Thread-safe: one load at a time (concurrent first imports of transformers race), and a
+    failure is retried after a minute instead of being remembered forever."""
+    key = (model, family.name)
+    hit = _LOADED.get(key)
+    if hit is not None:
+        return hit
+    with _LOCK:
+        hit = _LOADED.get(key)
+        if hit is not None:
+            return hit
+        if time.monotonic() - _FAILED.get(key, -1e9) < _RETRY_FAILED_AFTER_S:
+            return None
+        try:
+            from transformers import AutoTokenizer
+
+            local = Path(model).exists()
+            tok = AutoTokenizer.from_pretrained(model, use_fast=True, local_files_only=local or None)
+        except Exception as exc:  # noqa: BLE001 - any loader failure means "no tokenizer": engine-side limits only
+            log.warning("tokenizer_unavailable model=%s error=%s", model, exc)
+            _FAILED[key] = time.monotonic()
+            return None
+        loaded = ModelTokenizer(tok, family)
+        _LOADED[key] = loaded
+        return loaded
