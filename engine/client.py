@@ -1,6 +1,6 @@
-"""Async client for vLLM's scoring API: one pooled httpx client, deadlines, transient retries.
+"""Async client for vLLM's scoring API: one pooled keep-alive transport, deadlines, transient retries.
 
-Only this module talks HTTP to engines. It translates httpx failures into `EngineError`s and
+Only this module (through engine.transport) talks HTTP to engines. It translates transport failures into `EngineError`s and
 retries what is safe to retry (scoring is idempotent): connection failures and 502/503 while
 an engine restarts, with jittered backoff inside the caller's deadline. 4xx answers and read
 timeouts are never retried.
@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 import stamina
 
@@ -25,6 +24,7 @@ from engine.errors import (
     EngineUnavailableError,
 )
 from engine.registry import EngineRegistry, EngineView
+from engine.transport import AiohttpTransport, ConnectFailed, ConnectionLost, ReadTimeout, Transport
 
 __all__ = ["EngineClient", "ScoreBatch"]
 
@@ -71,17 +71,12 @@ class EngineClient:
         connect_timeout_s: float = 2.0,
         retry_budget_s: float = 10.0,
         max_connections: int = 512,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.registry = registry
         self.retry_budget_s = retry_budget_s
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=connect_timeout_s),
-            # vLLM's uvicorn closes idle keep-alive connections after 5 s: expire ours first to avoid the race.
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
-                                keepalive_expiry=3.0),
-            transport=transport,
-        )
+        self.connect_timeout_s = connect_timeout_s
+        self._http: Transport = transport or AiohttpTransport(max_connections=max_connections)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -93,11 +88,11 @@ class EngineClient:
             if not e.ready:
                 continue
             try:
-                r = await self._http.get(f"{e.url}/metrics", timeout=httpx.Timeout(2.0))
-            except httpx.HTTPError:
+                status, content = await self._http.get(f"{e.url}/metrics", timeout=2.0)
+            except (ConnectFailed, ConnectionLost, ReadTimeout):
                 continue
-            if r.status_code == 200:
-                out.append((e.name, r.text))
+            if status == 200:
+                out.append((e.name, content.decode("utf-8", "replace")))
         return out
 
     async def score(
@@ -175,33 +170,27 @@ class EngineClient:
             raise EngineTimeoutError("request deadline passed before the engine was called")
         self.registry.acquire(engine.url, len(documents))
         try:
-            resp = await self._http.post(
-                f"{engine.url}/score",
-                content=orjson.dumps(body),
-                headers={"content-type": "application/json"},
-                timeout=httpx.Timeout(remaining, connect=min(2.0, remaining)),
+            status, content = await self._http.post(
+                f"{engine.url}/score", orjson.dumps(body), timeout=remaining,
+                connect_timeout=min(self.connect_timeout_s, remaining),
             )
-        except httpx.TimeoutException as exc:
-            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-                raise _Transient(EngineUnavailableError(f"engine {engine.name} unreachable: {exc!r}")) from exc
+        except (ConnectFailed, ConnectionLost) as exc:
+            raise _Transient(EngineUnavailableError(f"engine {engine.name} unreachable: {exc}")) from exc
+        except ReadTimeout as exc:
             raise EngineTimeoutError(f"engine {engine.name} did not answer within the deadline") from exc
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise _Transient(EngineUnavailableError(f"engine {engine.name} unreachable: {type(exc).__name__}")) from exc
-        except httpx.HTTPError as exc:
-            raise EngineUnavailableError(f"engine {engine.name} failed: {type(exc).__name__}") from exc
         finally:
             self.registry.release(engine.url, len(documents))
-        if resp.status_code in (502, 503):
-            cls = EngineOverloadedError if resp.status_code == 503 else EngineUnavailableError
-            raise _Transient(cls(f"engine {engine.name} answered {resp.status_code}: {_error_message(resp.content)}"))
-        if 400 <= resp.status_code < 500:
-            raise EngineRejectedError(_error_message(resp.content), status=resp.status_code)
-        if resp.status_code != 200:
+        if status in (502, 503):
+            cls = EngineOverloadedError if status == 503 else EngineUnavailableError
+            raise _Transient(cls(f"engine {engine.name} answered {status}: {_error_message(content)}"))
+        if 400 <= status < 500:
+            raise EngineRejectedError(_error_message(content), status=status)
+        if status != 200:
             raise EngineUnavailableError(
-                f"engine {engine.name} answered {resp.status_code}: {_error_message(resp.content)}", retry_after=2.0
+                f"engine {engine.name} answered {status}: {_error_message(content)}", retry_after=2.0
             )
         try:
-            data = orjson.loads(resp.content)
+            data = orjson.loads(content)
             items = data["data"]
             if len(items) != len(documents):
                 raise ValueError(f"{len(items)} scores for {len(documents)} documents")
@@ -213,5 +202,5 @@ class EngineClient:
                     scores[int(item["index"])] = float(item["score"])
             tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
-            raise EngineProtocolError(f"unreadable engine answer: {resp.content[:200]!r}") from exc
+            raise EngineProtocolError(f"unreadable engine answer: {content[:200]!r}") from exc
         return ScoreBatch(scores=scores, prompt_tokens=tokens, engine=engine.name)

@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio.to_thread
-import httpx
 from fastapi import FastAPI
 
 from engine import EngineClient, EngineRegistry
+from engine.transport import Transport
 from gateway.deps import Runtime
 from gateway.errors import register_error_handlers
 from gateway.middleware import GatewayMiddleware, KeyStore
@@ -31,8 +31,7 @@ STATE_FILE_ENV = "VLLM_RERANK_STATE_FILE"
 log = logging.getLogger("vllm_rerank.gateway")
 
 
-def create_app(settings: Settings, *, registry: EngineRegistry,
-               engine_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport: Transport | None = None) -> FastAPI:
     """The app for one worker. `engine_transport` replaces the HTTP transport to the engines
     (tests inject faults and fuzz with it)."""
     @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from engine import EngineRegistry
+from engine.transport import CallableTransport
 from gateway.app import create_app
 from gateway.settings import Settings
 
@@ -25,18 +26,17 @@ FIELDS = ["model", "query", "documents", "texts", "top_n", "top_k", "return_docu
           "truncation_direction", "text_1", "text_2", "queries", "instruction", "priority", "use_activation"]
 
 
-def _engine(request: httpx.Request) -> httpx.Response:
-    body = orjson.loads(request.content)
-    docs = body.get("text_2") or []
-    return httpx.Response(200, json={"data": [{"index": i, "score": 0.25} for i in range(len(docs))],
-                                      "usage": {"prompt_tokens": len(docs)}})
+def _engine(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+    docs = orjson.loads(body or b"{}").get("text_2") or []
+    return 200, orjson.dumps({"data": [{"index": i, "score": 0.25} for i in range(len(docs))],
+                              "usage": {"prompt_tokens": len(docs)}})
 
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
     registry = EngineRegistry(static=[{"url": "http://engine", "state": "ready", "served_model_name": "m",
                                        "score_kind": "cosine", "family": "bi-encoder", "max_model_len": 512}])
-    app = create_app(Settings(max_body_bytes=200_000), registry=registry, engine_transport=httpx.MockTransport(_engine))
+    app = create_app(Settings(max_body_bytes=200_000), registry=registry, engine_transport=CallableTransport(_engine))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 

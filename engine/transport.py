@@ -1,0 +1,114 @@
+"""The HTTP hop to engines, on aiohttp (the hot path: far less per-request CPU than httpx).
+
+    TransportError
+    ├── ConnectFailed     the connection could not be made (refused, connect timeout): retryable
+    ├── ConnectionLost    the connection broke before an answer (reset, disconnect): retryable
+    └── ReadTimeout       no answer within the deadline: not retried
+
+A transport is anything with `post(url, body, *, timeout, connect_timeout) -> (status, bytes)`,
+`get(url, *, timeout) -> (status, bytes)` and `aclose()`; tests pass `CallableTransport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import aiohttp
+
+__all__ = ["Transport", "AiohttpTransport", "CallableTransport", "TransportError", "ConnectFailed",
+           "ConnectionLost", "ReadTimeout"]
+
+
+class TransportError(Exception):
+    pass
+
+
+class ConnectFailed(TransportError):
+    pass
+
+
+class ConnectionLost(TransportError):
+    pass
+
+
+class ReadTimeout(TransportError):
+    pass
+
+
+class Transport(Protocol):
+    async def post(self, url: str, body: bytes, *, timeout: float, connect_timeout: float) -> tuple[int, bytes]: ...
+
+    async def get(self, url: str, *, timeout: float) -> tuple[int, bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpTransport:
+    """One pooled keep-alive session per worker process (created on first use, inside the loop)."""
+
+    _HEADERS = {"content-type": "application/json"}
+
+    def __init__(self, *, max_connections: int = 512, keepalive_s: float = 3.0) -> None:
+        # vLLM's uvicorn closes idle keep-alive connections after 5 s: expire ours first.
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_s,
+                                             ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
+    async def _request(self, method: str, url: str, body: bytes | None, timeout: aiohttp.ClientTimeout
+                       ) -> tuple[int, bytes]:
+        try:
+            async with self._get_session().request(method, url, data=body, headers=self._HEADERS,
+                                                   timeout=timeout) as resp:
+                return resp.status, await resp.read()
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise ConnectFailed(f"connect timeout: {url}") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(f"cannot connect: {exc}") from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise ReadTimeout(f"no answer from {url} in time") from exc
+        except aiohttp.ClientError as exc:
+            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
+
+    async def post(self, url: str, body: bytes, *, timeout: float, connect_timeout: float) -> tuple[int, bytes]:
+        return await self._request("POST", url, body,
+                                   aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout))
+
+    async def get(self, url: str, *, timeout: float) -> tuple[int, bytes]:
+        return await self._request("GET", url, None, aiohttp.ClientTimeout(total=timeout))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class CallableTransport:
+    """A transport backed by a function `(method, url, body) -> (status, bytes)` (tests, fuzzing)."""
+
+    def __init__(self, fn: Callable[[str, str, bytes | None], Awaitable[tuple[int, bytes]] | tuple[int, bytes]]):
+        self._fn = fn
+
+    async def _call(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+        out = self._fn(method, url, body)
+        if asyncio.iscoroutine(out) or isinstance(out, Awaitable):
+            return await out  # type: ignore[no-any-return]
+        return out  # type: ignore[return-value]
+
+    async def post(self, url: str, body: bytes, *, timeout: float, connect_timeout: float) -> tuple[int, bytes]:
+        return await self._call("POST", url, body)
+
+    async def get(self, url: str, *, timeout: float) -> tuple[int, bytes]:
+        return await self._call("GET", url, None)
+
+    async def aclose(self) -> None:
+        return None
