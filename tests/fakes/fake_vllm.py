@@ -13,6 +13,7 @@ Never use it to prove features work: its scores are constants. It accepts vLLM's
   --reset               /score closes the connection without answering
   --slow S              /score answers after S seconds
   --ignore-sigterm      ignore SIGTERM (the supervisor must SIGKILL the group)
+  --oom-above F         fail to start like a CUDA OOM when --gpu-memory-utilization > F
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main() -> None:
     p.add_argument("--reset", action="store_true")
     p.add_argument("--slow", type=float, default=0.0)
     p.add_argument("--ignore-sigterm", action="store_true")
+    p.add_argument("--oom-above", type=float, default=None)
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     args, _ = p.parse_known_args()
 
     if args.ignore_sigterm:
@@ -50,6 +53,9 @@ def main() -> None:
     print(f"fake vllm starting on {args.host}:{args.port}", flush=True)
     if args.fail_start:
         print("OSError: [Errno 98] Address already in use", flush=True)
+        sys.exit(1)
+    if args.oom_above is not None and args.gpu_memory_utilization > args.oom_above:
+        print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", flush=True)
         sys.exit(1)
     if args.never_ready:
         while True:

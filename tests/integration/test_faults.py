@@ -141,3 +141,15 @@ def test_client_disconnect_cancels_engine_work() -> None:
         metrics = httpx.get(f"{svc.url}/metrics").text
         assert "vllm_rerank_client_disconnects_total 1.0" in metrics
         assert "vllm_rerank_inflight_pairs 0.0" in metrics
+
+
+def test_out_of_memory_start_is_retried_once_with_less_gpu_memory() -> None:
+    args = [*fake("--oom-above", "0.8"), "--device", "cuda", "--gpu-memory-utilization", "0.9"]
+    with ServiceProcess(args, name="oom") as svc:
+        engine = svc.health()[1]["engine"]
+        assert engine["gpu_memory_utilization"] == 0.75
+        assert "engine_oom_retry" in svc.log_tail(400) and "0.90 -> 0.75" in svc.log_tail(400)
+    proc = subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--port", str(free_port()),
+                           *fake("--oom-above", "0.5"), "--device", "cuda", "--gpu-memory-utilization", "0.9"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 1 and "engine failed to start (out_of_memory)" in proc.stderr

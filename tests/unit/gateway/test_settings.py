@@ -112,3 +112,28 @@ def test_replicas_split_gpu_memory_or_pin_devices() -> None:
 
 def test_parser_builds() -> None:
     assert build_parser().prog == "start_service.py"
+
+
+def test_origin_guide_high_performance_recipe_reaches_vllm() -> None:
+    """The guide's multi-GPU recipe: every flag lands on the engine's command line (TP=2) and
+    NVLink multicast stays off. (Running it needs two GPUs; see docs/gpu-performance.md.)"""
+    s = parse_settings(["--workers", "4", "--tensor-parallel-size", "2", "--max-num-seqs", "2048",
+                        "--max-num-batched-tokens", "65536", "--gpu-memory-utilization", "0.95",
+                        "--max-workers", "16", "--model-size", "8B", "--device", "cuda"], {})
+    cfg = s.engine_configs([7000])[0]
+    argv = cfg.argv()
+    pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)}
+    assert argv[argv.index("--model") + 1 if "--model" in argv else 2] == "Qwen/Qwen3-Reranker-8B"
+    assert (pairs["--tensor-parallel-size"], pairs["--max-num-seqs"], pairs["--max-num-batched-tokens"],
+            pairs["--gpu-memory-utilization"]) == ("2", "2048", "65536", "0.95")
+    assert cfg.env({})["NCCL_NVLS_ENABLE"] == "0"
+    assert s.workers == 4 and s.max_workers == 16 and s.public()["tensor_parallel_size"] == 2
+
+
+def test_two_replicas_one_per_gpu() -> None:
+    s = parse_settings(["--engine-replicas", "2", "--engine-devices", "0", "--engine-devices", "1",
+                        "--model-size", "8B", "--device", "cuda", "--gpu-memory-utilization", "0.9"], {})
+    cfgs = s.engine_configs([7000, 7001])
+    assert [dict(c.extra_env)["CUDA_VISIBLE_DEVICES"] for c in cfgs] == ["0", "1"]
+    assert [c.gpu_memory_utilization for c in cfgs] == [0.9, 0.9]  # own GPU each: no split
+    assert [c.port for c in cfgs] == [7000, 7001]

@@ -1,0 +1,85 @@
+"""--engine-url with two real engines started outside the service: kill one mid-traffic and
+every request still succeeds on the other; the dead one is skipped, then used again when back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from tests.support.service import ServiceProcess, free_port
+
+
+def _engine(model: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
+         "--port", str(port), "--served-model-name", "minilm", "--runner", "pooling", "--enforce-eager",
+         "--dtype", "float32", "--disable-uvicorn-access-log"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "engine died during start"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(port)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(30)
+
+
+def test_kill_one_external_engine_mid_traffic(bundled_model_path: str) -> None:
+    ports = [free_port(), free_port()]
+    engines = [_engine(bundled_model_path, p) for p in ports]
+    try:
+        for p, e in zip(ports, engines):
+            _wait(p, e)
+        args = [a for p in ports for a in ("--engine-url", f"http://127.0.0.1:{p}")]
+        with ServiceProcess(args, name="external") as svc:
+            health = svc.health()[1]
+            assert [e["state"] for e in health["engines"]] == ["ready", "ready"]
+            assert health["model"] == "minilm"
+            body = {"query": "cats", "documents": ["a cat sat", "stocks fell", "dogs bark"]}
+            statuses: list[int] = []
+            stop = threading.Event()
+
+            def client() -> None:
+                with httpx.Client(timeout=60) as c:
+                    while not stop.is_set():
+                        statuses.append(c.post(f"{svc.url}/v1/rerank", json=body).status_code)
+
+            threads = [threading.Thread(target=client) for _ in range(8)]
+            for t in threads:
+                t.start()
+            time.sleep(3)
+            _kill(engines[0])
+            time.sleep(6)
+            stop.set()
+            for t in threads:
+                t.join(60)
+            assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+            states = {e["url"]: e["state"] for e in svc.health()[1]["engines"]}
+            assert states[f"http://127.0.0.1:{ports[0]}"] == "unreachable"
+            assert states[f"http://127.0.0.1:{ports[1]}"] == "ready"
+            assert svc.health()[0] == 200
+            print(f"external: {len(statuses)} requests, all 200, across the kill")
+    finally:
+        for e in engines:
+            _kill(e)
