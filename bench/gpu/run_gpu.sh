@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Issue 9 on a GPU machine: the service in front of real vLLM (0.26, CUDA), measured.
+# Runs ON the GPU machine from the repository root; one or more phases per device call:
+#
+#   run_gpu.sh stage1        env, stage chunk .gpu/c01, build models, install the gateway's extra wheels
+#   run_gpu.sh stage2        stage chunk .gpu/c02, unpack + import-test vllm          (same warm machine)
+#   run_gpu.sh bert-ab       service (bert-ce, 1 engine): start progress, dialect smoke test, interleaved
+#                            A/B vLLM /rerank vs vLLM /score vs service /v1/rerank, N 16/100/1000 x conc 1/8/32
+#   run_gpu.sh replicas      service with --engine-replicas 6 (then 8): pairs/s vs one engine, CPU per process
+#                            group, py-spy profiles of a gateway worker / engine API server / EngineCore
+#   run_gpu.sh qwen          service (qwen3-rr, preset overrides + template, sized GPU memory): A/B + MFU
+#   run_gpu.sh levers        bert-ce replicas with --api-server-count 2 (pass-through) / more gateway workers
+#
+# Device calls used for docs/gpu-performance.md (carry .gpu/tools and .gpu/extra every time):
+#   1. carry .gpu/c01:  bash bench/gpu/run_gpu.sh stage1
+#   2. carry .gpu/c02:  bash bench/gpu/run_gpu.sh stage2 bert-ab
+#   3.                  bash bench/gpu/run_gpu.sh replicas
+#   4.                  bash bench/gpu/run_gpu.sh qwen levers
+# Everything lands in $OUT: log_<phases>.txt (all output) and work_<phases>.tgz (service logs, JSON,
+# py-spy raw stacks, nvidia-smi samples). DEADLINE_S (default 560) keeps a call inside its 600 s.
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+OUTDIR="${OUT:-/root/out}"; mkdir -p "$OUTDIR"
+SITE=/root/site EXTRA=/root/extra MODELS=/root/models TOOLS=/root/tools
+WORK=/root/work; mkdir -p "$WORK"
+TAGS="$(echo "$*" | tr ' ' '_')"
+exec > >(tee -a "$OUTDIR/log_${TAGS}.txt") 2>&1
+export PYTHONUNBUFFERED=1 VLLM_NO_USAGE_STATS=1 VLLM_DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export NCCL_NVLS_ENABLE=0 VLLM_USE_FLASHINFER_SAMPLER=0
+export PYTHONPATH="$SITE:$EXTRA"
+# benchmark the gateway, not its admission control or score cache (defaults changed while this was measured)
+export RERANK_MAX_INFLIGHT_PAIRS=${RERANK_MAX_INFLIGHT_PAIRS:-1000000} RERANK_SCORE_CACHE_SIZE=${RERANK_SCORE_CACHE_SIZE:-0}
+T0=$(date +%s); DEADLINE=${DEADLINE_S:-560}
+left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
+stamp() { echo "=== [$(( $(date +%s) - T0 )) s] $*"; }
+BENCH="python3 bench/gpu/bench_gpu.py"
+SVC="python3 bench/gpu/svc.py"
+SVC_PID=""; SMI_PID=""
+
+smi_start() { nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 1 > "$WORK/smi_$1.csv" 2>/dev/null & SMI_PID=$!; }
+smi_stop() { [ -n "$SMI_PID" ] && kill $SMI_PID 2>/dev/null; SMI_PID=""; $SVC smi "$WORK/smi_$1.csv"; }
+
+# svc_start TAG [start_service args...]: start the service (own session), wait for every engine
+svc_start() {
+  local tag=$1; shift
+  stamp "service start ($tag): python3 start_service.py --device cuda --port 8000 --ready-timeout 300 $*"
+  free_port8000
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/GPU memory before start: /'
+  setsid python3 start_service.py --device cuda --port 8000 --ready-timeout 300 "$@" > "$WORK/service_$tag.log" 2>&1 &
+  SVC_PID=$!
+  local budget=$(( $(left) - 30 )); [ $budget -gt 330 ] && budget=330
+  if ! $SVC wait --pid $SVC_PID --all --timeout $budget --out "$WORK/health_$tag.json"; then
+    grep -E "engine_|ERROR|Error|error" "$WORK/service_$tag.log" | grep -v DeprecationWarning | tail -30 | cut -c1-400
+    tail -40 "$WORK/service_$tag.log" | cut -c1-300
+    svc_stop "$tag"; return 1
+  fi
+  # start progress as the service logged it (engine lines are forwarded with a [engineN] prefix)
+  grep -E "service_config|engine_starting|engine_ready|engine_state|Started server|Uvicorn running|torch.compile took|Model loading took|Available KV cache|init engine|Application startup" \
+      "$WORK/service_$tag.log" | cut -c1-330 | head -40
+  nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader | sed 's/^/GPU memory with service up (used, total): /'
+  nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | head -12
+}
+# a service left by an earlier call (setsid survives a timed-out call): stop it by its pid
+free_port8000() {
+  local p pids
+  pids=$(python3 -c "
+import os
+me = os.getppid()
+for d in os.listdir('/proc'):
+    if d.isdigit() and int(d) != me:
+        try: c = open(f'/proc/{d}/cmdline','rb').read().split(b'\\0')
+        except OSError: continue
+        if any(x.endswith(b'start_service.py') for x in c): print(d)")
+  for p in $pids; do echo "left-over service pid $p: SIGTERM"; kill -TERM $p 2>/dev/null; done
+  for p in $pids; do for _ in $(seq 1 40); do kill -0 $p 2>/dev/null || break; sleep 0.5; done; kill -KILL -- -$p 2>/dev/null; kill -KILL $p 2>/dev/null; done
+  return 0
+}
+engine_url() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['engines'][int(sys.argv[2])]['url'])" "$WORK/health_$1.json" "${2:-0}"; }
+engine_pids() { python3 -c "import json,sys; print(' '.join(str(e['pid']) for e in json.load(open(sys.argv[1]))['engines'] if e.get('pid')))" "$WORK/health_$1.json" 2>/dev/null; }
+svc_stop() {
+  local tag=$1 pids; pids=$(engine_pids "$tag")
+  [ -z "$SVC_PID" ] && return 0
+  stamp "service stop ($tag)"
+  kill -TERM $SVC_PID 2>/dev/null
+  for _ in $(seq 1 60); do kill -0 $SVC_PID 2>/dev/null || break; sleep 0.5; done
+  kill -KILL -- -$SVC_PID 2>/dev/null
+  for p in $pids; do kill -0 $p 2>/dev/null && { echo "engine pid $p still alive: killing its group"; kill -KILL -- -$p 2>/dev/null; }; done
+  SVC_PID=""; sleep 3
+  grep -cE "Traceback" "$WORK/service_$tag.log" | sed 's/^/tracebacks in service log: /'
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/GPU memory after stop: /'
+}
+finish() {
+  [ -n "$SVC_PID" ] && svc_stop last
+  [ -n "$SMI_PID" ] && kill $SMI_PID 2>/dev/null
+  tar czf "$OUTDIR/work_${TAGS}.tgz" -C "$WORK" . 2>/dev/null; rm -rf "$WORK"/*
+  stamp "done"
+}
+trap finish EXIT
+
+echo "tree: $(git rev-parse --short HEAD 2>/dev/null) + $(git status --short 2>/dev/null | grep -vc '^??') modified files; phases: $*"
+for phase in "$@"; do
+case "$phase" in
+stage1)
+  stamp stage1
+  bash .gpu/tools/gpu.sh env
+  rm -rf "$TOOLS"; cp -r .gpu/tools "$TOOLS"
+  bash "$TOOLS/gpu.sh" stage .gpu/c01
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$EXTRA" .gpu/extra/*.whl 2>&1 | tail -2
+  ls "$EXTRA"; "$EXTRA/bin/py-spy" --version || echo "no py-spy"
+  bash "$TOOLS/gpu.sh" models
+  python3 -c "import orjson, stamina, aiohttp, httpx; print('gateway extras import OK')"
+  ;;
+stage2)
+  stamp stage2
+  bash "$TOOLS/gpu.sh" stage .gpu/c02 && bash "$TOOLS/gpu.sh" install || exit 3
+  python3 -c "import fastapi, uvicorn, pydantic, orjson, stamina, vllm; print('service imports OK', vllm.__version__)"
+  ;;
+bert-ab)
+  stamp "bert-ab: service with bert-ce, one engine"
+  svc_start bert1 --model $MODELS/bert-ce --workers 2 --gpu-memory-utilization 0.2 || continue
+  $SVC smoke --model bert-ce
+  E=$(engine_url bert1)
+  smi_start bert-ab
+  $BENCH --label "bert-ce, 1 engine: vLLM /rerank vs vLLM /score vs service /v1/rerank (same engine)" \
+      --variant "vllm_rerank=rerank@$E/rerank" --variant "vllm_score=score@$E/score" \
+      --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model bert-ce --words $MODELS/bert-ce/words.txt \
+      --sizes 16,100,1000 --conc 1,8,32 --doc-words 100 --rounds 2 --pairs-per-round 2000 --proc-cpu \
+      --budget-s $(( $(left) - 120 )) --json "$OUTDIR/bench_bert_ab.json" | grep -v '^{'
+  smi_stop bert-ab
+  svc_stop bert1
+  ;;
+replicas)
+  for spec in ${REPLICA_SPECS:-6:4 8:6}; do
+    n=${spec%%:*}; w=${spec##*:}
+    [ $(left) -lt 200 ] && { stamp "skip replicas $spec: time"; continue; }
+    stamp "replicas: $n engines of bert-ce on one GPU, $w gateway workers"
+    svc_start rep$n --model $MODELS/bert-ce --engine-replicas $n --workers $w --gpu-memory-utilization 0.9 || continue
+    E=$(engine_url rep$n 0)
+    smi_start rep$n
+    $BENCH --label "bert-ce, $n engines, $w gateway workers: one engine direct vs service over all" \
+        --variant "one_vllm=rerank@$E/rerank" --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" \
+        --model bert-ce --words $MODELS/bert-ce/words.txt --sizes 100 --conc ${REPLICA_CONC:-32,96} --doc-words 100 \
+        --rounds 2 --duration-s 12 --proc-cpu --budget-s 200 --json "$WORK/bench_rep$n.json" | grep -v '^{'
+    cp "$WORK/bench_rep$n.json" "$OUTDIR/" 2>/dev/null
+    smi_stop rep$n
+    if [ -x "$EXTRA/bin/py-spy" ] && [ $(left) -gt 100 ]; then
+      stamp "py-spy: 10 s under service load (N=100, conc 96)"
+      $BENCH --label profile-load --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model bert-ce \
+          --words $MODELS/bert-ce/words.txt --sizes 100 --conc 96 --rounds 1 --duration-s 16 --budget-s 30 > "$WORK/profile_load.txt" 2>&1 &
+      BP=$!; SPIES=""; sleep 4
+      GW=$(pgrep -P $SVC_PID -f spawn_main | head -1)
+      API=$(engine_pids rep$n | cut -d' ' -f1)
+      CORE=$(pgrep -P $API -f EngineCore | head -1)
+      for tgt in "gateway_worker:$GW" "engine_api:$API" "engine_core:$CORE"; do
+        nm=${tgt%%:*}; pid=${tgt##*:}
+        [ -n "$pid" ] && "$EXTRA/bin/py-spy" record --nonblocking -r 100 -d 10 --format raw -o "$WORK/pyspy_${nm}_rep$n.txt" --pid $pid > "$WORK/pyspy_${nm}.log" 2>&1 &
+        SPIES="$SPIES $!"
+      done
+      wait $BP; for sp in $SPIES; do wait $sp; done
+      grep -E "pairs/s|service" "$WORK/profile_load.txt" | tail -3
+      for f in "$WORK"/pyspy_*_rep$n.txt; do [ -s "$f" ] && $SVC pyspy "$f" --top 22; done
+      cat "$WORK"/pyspy_*.log | grep -iv "^$" | head -10
+    fi
+    svc_stop rep$n
+  done
+  ;;
+qwen)
+  stamp "qwen: service with qwen3-rr (llm-reranker: preset overrides + template), GPU memory sized"
+  svc_start qwen --model $MODELS/qwen3-rr --workers 2 --gpu-memory-utilization ${QWEN_GPU_UTIL:-0.15} || continue
+  grep -E "Available KV cache|GPU KV cache size|Maximum concurrency|max_model_len|non-default" "$WORK/service_qwen.log" | cut -c1-300 | head -8
+  $SVC smoke --model qwen3-rr
+  E=$(engine_url qwen)
+  smi_start qwen
+  $BENCH --label "qwen3-rr (Qwen3-Reranker-0.6B shape), 1 engine: vLLM /rerank vs vLLM /score vs service" \
+      --variant "vllm_rerank=rerank@$E/rerank" --variant "vllm_score=score@$E/score" \
+      --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model qwen3-rr --words $MODELS/qwen3-rr/words.txt \
+      --sizes 16,100,1000 --conc 1,8,32 --doc-words 100 --rounds 2 --pairs-per-round 1500 --max-pairs-in-flight 16000 \
+      --proc-cpu --budget-s $(( $(left) - ${QWEN_RESERVE_S:-200} )) --json "$OUTDIR/bench_qwen.json" | grep -v '^{'
+  smi_stop qwen
+  python3 - "$OUTDIR/bench_qwen.json" $MODELS/qwen3-rr/config.json <<'EOF'
+import json, subprocess, sys
+rows = [r for r in json.load(open(sys.argv[1])) if r.get("tokens_per_s")]
+for v in sorted({r["variant"] for r in rows}):
+    best = max((r for r in rows if r["variant"] == v), key=lambda r: r["tokens_per_s"])
+    print(f"{v}: best tokens/s {best['tokens_per_s']} at N={best['N']} conc={best['conc']} ({best['pairs_per_s']} pairs/s)")
+    subprocess.run([sys.executable, "bench/gpu/svc.py", "mfu", "--config", sys.argv[2], "--tokens-per-s", str(best["tokens_per_s"])])
+EOF
+  svc_stop qwen
+  ;;
+levers)
+  # what could pass the host-core ceiling: more API servers per engine, more gateway workers
+  for spec in ${LEVER_SPECS:-6:6:2}; do
+    IFS=: read -r n w a <<< "$spec"
+    [ $(left) -lt 170 ] && { stamp "skip lever $spec: time"; continue; }
+    stamp "lever: $n engines, $w workers, --api-server-count $a"
+    svc_start lev$n-$w-$a --model $MODELS/bert-ce --engine-replicas $n --workers $w --gpu-memory-utilization 0.9 \
+        -- --api-server-count $a || continue
+    smi_start lev
+    $BENCH --label "lever: bert-ce $n engines x --api-server-count $a, $w gateway workers" \
+        --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model bert-ce --words $MODELS/bert-ce/words.txt \
+        --sizes 100 --conc 96 --doc-words 100 --rounds 2 --duration-s 12 --proc-cpu --budget-s 60 \
+        --json "$WORK/bench_lev$n-$w-$a.json" | grep -v '^{'
+    smi_stop lev
+    svc_stop lev$n-$w-$a
+  done
+  ;;
+*) echo "unknown phase $phase"; exit 2 ;;
+esac
+done

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""Helpers for run_gpu.sh: wait for the service (printing its start progress), smoke-test the
+dialects, list engine URLs/pids, summarise py-spy raw profiles and the Qwen3 MFU.
+
+  svc.py wait --pid PID [--url U] [--timeout S] [--out engines.json]
+  svc.py smoke [--url U] [--model NAME]
+  svc.py pyspy FILE [--top 25]
+  svc.py mfu --config MODEL/config.json --tokens-per-s X [--peak 800e12]
+  svc.py smi FILE            (mean/max GPU utilisation of an nvidia-smi -l csv log)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def get(url: str, timeout: float = 3.0) -> tuple[int, dict | None]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        try:
+            return e.code, json.loads(e.read())
+        except Exception:  # noqa: BLE001
+            return e.code, None
+    except Exception:  # noqa: BLE001
+        return 0, None
+
+
+def post(url: str, body: dict, timeout: float = 60.0) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except Exception as e:  # noqa: BLE001
+        return 0, repr(e)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def cmd_wait(a: argparse.Namespace) -> int:
+    t0 = time.time()
+    last = None
+    while time.time() - t0 < a.timeout:
+        if a.pid and not alive(a.pid):
+            print(f"[{time.time() - t0:6.1f}s] service process {a.pid} exited", flush=True)
+            return 1
+        code, body = get(a.url + "/health")
+        if body is not None:
+            engines = body.get("engines") or []
+            view = (body.get("status"), tuple((e.get("name"), e.get("state"), e.get("restarts")) for e in engines))
+            if view != last:
+                last = view
+                print(f"[{time.time() - t0:6.1f}s] /health {code} status={body.get('status')} "
+                      + " ".join(f"{n}={s}" + (f"(restarts {r})" if r else "") for n, s, r in view[1]), flush=True)
+            if code == 200 and (not a.all or all(e.get("state") == "ready" for e in engines)):
+                print(f"READY after {time.time() - t0:.1f} s", flush=True)
+                if a.out:
+                    with open(a.out, "w") as f:
+                        json.dump(body, f, indent=1)
+                print(json.dumps({k: body.get(k) for k in ("model", "family", "device", "max_num_seqs",
+                                                           "gpu_memory_utilization", "workers")}), flush=True)
+                for e in engines:
+                    print(f"  engine {e.get('name')} url={e.get('url')} pid={e.get('pid')} "
+                          f"gpu_mem_util={e.get('gpu_memory_utilization')}", flush=True)
+                return 0
+        time.sleep(1.0)
+    print(f"TIMEOUT after {a.timeout} s", flush=True)
+    return 2
+
+
+def cmd_smoke(a: argparse.Namespace) -> int:
+    docs = ["Carson City is the capital city of the American state of Nevada.",
+            "Washington, D.C. is the capital of the United States.",
+            "Capital punishment has existed in the United States since before it was a country."]
+    q = "What is the capital of the United States?"
+    bad = 0
+    for path, body in [
+        ("/v1/rerank", {"model": a.model, "query": q, "documents": docs, "top_n": 2, "return_documents": True}),
+        ("/v2/rerank", {"model": a.model, "query": q, "documents": docs, "top_n": 3}),
+        ("/v1/rerank", {"model": a.model, "query": q, "documents": [{"text": d} for d in docs]}),  # Jina objects
+        ("/rerank", {"model": a.model, "query": q, "documents": docs}),
+    ]:
+        code, text = post(a.url + path, body)
+        print(f"POST {path} -> {code}: {text[:400]}", flush=True)
+        if path != "/rerank" and code != 200:
+            bad += 1
+    return 1 if bad else 0
+
+
+def cmd_pyspy(a: argparse.Namespace) -> int:
+    self_t: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in open(a.file):
+        line = line.rstrip("\n")
+        if not line or " " not in line:
+            continue
+        stack, n = line.rsplit(" ", 1)
+        try:
+            k = int(n)
+        except ValueError:
+            continue
+        frames = [f for f in stack.split(";") if f]
+        if frames and frames[0].startswith(("process ", "thread ")):
+            frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += k
+        leaf = frames[-1]
+        self_t[leaf] = self_t.get(leaf, 0) + k
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + k
+    print(f"{a.file}: {total} samples")
+    if not total:
+        return 0
+    print("  top self (leaf) frames:")
+    for f, k in sorted(self_t.items(), key=lambda x: -x[1])[: a.top]:
+        print(f"    {100 * k / total:5.1f}%  {f[:160]}")
+    print("  top inclusive frames:")
+    for f, k in sorted(incl.items(), key=lambda x: -x[1])[: a.top]:
+        print(f"    {100 * k / total:5.1f}%  {f[:160]}")
+    return 0
+
+
+def cmd_mfu(a: argparse.Namespace) -> int:
+    c = json.load(open(a.config))
+    h, n_layers, inter = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"]
+    heads, kv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
+    hd = c.get("head_dim") or h // heads
+    attn = h * heads * hd + 2 * h * kv * hd + heads * hd * h
+    mlp = 3 * h * inter
+    params = n_layers * (attn + mlp + 2 * h) + h + 2 * h  # + final norm + the yes/no score rows
+    flops = 2 * params * a.tokens_per_s
+    print(json.dumps({"non_embedding_params": params, "tokens_per_s": a.tokens_per_s,
+                      "tflops": round(flops / 1e12, 1), "mfu": round(flops / a.peak, 4)}))
+    return 0
+
+
+def cmd_smi(a: argparse.Namespace) -> int:
+    util, mem = [], []
+    for line in open(a.file):
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            util.append(float(parts[1].split()[0]))
+            mem.append(float(parts[2].split()[0]))
+        except (IndexError, ValueError):
+            continue
+    if util:
+        print(f"GPU util over {len(util)} samples: mean {sum(util) / len(util):.0f}% max {max(util):.0f}%; "
+              f"memory used max {max(mem):.0f} MiB")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    w = sub.add_parser("wait")
+    w.add_argument("--pid", type=int, default=0)
+    w.add_argument("--url", default="http://127.0.0.1:8000")
+    w.add_argument("--timeout", type=float, default=300)
+    w.add_argument("--all", action="store_true", help="wait until every engine is ready")
+    w.add_argument("--out", default=None)
+    s = sub.add_parser("smoke")
+    s.add_argument("--url", default="http://127.0.0.1:8000")
+    s.add_argument("--model", default=None)
+    p = sub.add_parser("pyspy")
+    p.add_argument("file")
+    p.add_argument("--top", type=int, default=25)
+    m = sub.add_parser("mfu")
+    m.add_argument("--config", required=True)
+    m.add_argument("--tokens-per-s", type=float, required=True)
+    m.add_argument("--peak", type=float, default=800e12)
+    g = sub.add_parser("smi")
+    g.add_argument("file")
+    a = ap.parse_args()
+    return {"wait": cmd_wait, "smoke": cmd_smoke, "pyspy": cmd_pyspy, "mfu": cmd_mfu, "smi": cmd_smi}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
