@@ -11,11 +11,15 @@
 #   run_gpu.sh qwen          service (qwen3-rr, preset overrides + template, sized GPU memory): A/B + MFU
 #   run_gpu.sh levers        bert-ce replicas with --api-server-count 2 (pass-through) / more gateway workers
 #
-# Device calls used for docs/gpu-performance.md (carry .gpu/tools and .gpu/extra every time):
+# Staging here first: bash bench/gpu/stage_extra.sh. Then, back to back on one warm machine
+# (it is handed back 30 s after a call), carrying .gpu/tools and .gpu/extra every time:
 #   1. carry .gpu/c01:  bash bench/gpu/run_gpu.sh stage1
 #   2. carry .gpu/c02:  bash bench/gpu/run_gpu.sh stage2 bert-ab
-#   3.                  bash bench/gpu/run_gpu.sh replicas
-#   4.                  bash bench/gpu/run_gpu.sh qwen levers
+#   3.                  REPLICA_SPECS=8:8 REPLICA_CONC=64,128 bash bench/gpu/run_gpu.sh replicas levers
+#   4.                  bash bench/gpu/run_gpu.sh qwen
+# (the calls actually made are listed in docs/gpu-performance.md). Env knobs: DEADLINE_S,
+# REPLICA_SPECS="engines:workers ...", REPLICA_CONC, LEVER_SPECS="engines:workers:api_servers ...",
+# QWEN_GPU_UTIL, QWEN_RESERVE_S (seconds kept for the phases after qwen).
 # Everything lands in $OUT: log_<phases>.txt (all output) and work_<phases>.tgz (service logs, JSON,
 # py-spy raw stacks, nvidia-smi samples). DEADLINE_S (default 560) keeps a call inside its 600 s.
 set -uo pipefail
