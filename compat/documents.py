@@ -62,7 +62,7 @@ def document_texts(
         else:
             raise CompatError(f"invalid request: document at index {i} must be a string or an object",
                               param=f"{param}[{i}]")
-        if not text.strip():
+        if not text or text.isspace():
             raise CompatError(f"invalid request: document at index {i} cannot be empty", param=f"{param}[{i}]")
         out.append(text)
     return tuple(out)

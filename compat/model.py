@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["RerankQuery", "RankedItem", "RerankOutcome"]
 
@@ -28,8 +29,9 @@ class RerankQuery:
     truncate: bool = True
 
 
-@dataclass(frozen=True)
-class RankedItem:
+class RankedItem(NamedTuple):
+    """One ranked result (a NamedTuple: immutable, and cheap to build thousands of per request)."""
+
     index: int
     relevance_score: float
     raw_score: float | None = None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from compat.model import RankedItem
 
-__all__ = ["relevance", "rank", "sigmoid"]
+__all__ = ["relevance", "relevances", "rank", "sigmoid"]
 
 
 def sigmoid(x: float) -> float:
@@ -32,6 +32,15 @@ def relevance(score_kind: str, value: float, *, is_logit: bool = False) -> float
     return min(1.0, max(0.0, v))
 
 
+def relevances(score_kind: str, values: Sequence[float], *, is_logit: bool = False) -> list[float]:
+    """`relevance()` over a list (the per-request hot path: no call per score)."""
+    if score_kind == "cosine":
+        return [min(1.0, max(0.0, (v + 1.0) * 0.5)) for v in values]
+    if is_logit:
+        return [sigmoid(v) for v in values]
+    return [min(1.0, max(0.0, v)) for v in values]
+
+
 def rank(
     relevance_scores: Sequence[float], *, raw_scores: Sequence[float] | None = None, top_n: int | None = None
 ) -> tuple[RankedItem, ...]:
@@ -40,7 +49,6 @@ def rank(
     order = sorted(range(len(relevance_scores)), key=relevance_scores.__getitem__, reverse=True)
     if top_n is not None:
         order = order[: max(0, top_n)]
-    return tuple(
-        RankedItem(index=i, relevance_score=relevance_scores[i], raw_score=None if raw_scores is None else raw_scores[i])
-        for i in order
-    )
+    if raw_scores is None:
+        return tuple([RankedItem(i, relevance_scores[i]) for i in order])
+    return tuple([RankedItem(i, relevance_scores[i], raw_scores[i]) for i in order])

@@ -122,6 +122,15 @@ class EngineClient:
         retry_until = min(now + self.retry_budget_s, deadline - min(0.5, 0.2 * max(0.0, deadline - now)))
         failed: set[str] = set()
         last: EngineError | None = None
+        # Happy path first, outside the retry machinery (it costs CPU on every request).
+        engine = self.registry.pick()
+        try:
+            return await self._score_once(engine, query, documents, deadline, max_tokens_per_doc, instruction, raw)
+        except _Transient as exc:
+            failed.add(engine.url)
+            last = exc.cause
+            if time.monotonic() >= retry_until:
+                raise exc.cause from None
         try:
             async for attempt in stamina.retry_context(
                 on=_Transient,

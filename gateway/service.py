@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from compat.errors import CompatError, UnknownModelError
 from compat.model import RerankOutcome, RerankQuery
-from compat.ranking import rank, relevance
+from compat.ranking import rank, relevances
 from engine import FAMILIES, EngineClient, EngineRegistry, EngineView, ScoreBatch
 from engine.tokenizer import (
     QWEN3_DEFAULT_INSTRUCTION,
@@ -222,11 +222,14 @@ class RerankService:
             )
         if stats is not None:
             stats["tokens"] = tokens
-        raw_scores = [float("-inf")] * len(q.texts)
-        for owner, score in zip(plan.owners, chunk_scores):
-            raw_scores[owner] = max(raw_scores[owner], score)
-        is_logit = q.raw_scores and kind == "probability"
-        rel = [relevance(kind, s, is_logit=is_logit) for s in raw_scores]
+        if len(plan.texts) == len(q.texts):  # no chunking: one score per document, in order
+            raw_scores = chunk_scores
+        else:  # a document's score is its best chunk's
+            raw_scores = [float("-inf")] * len(q.texts)
+            for owner, score in zip(plan.owners, chunk_scores):
+                if score > raw_scores[owner]:
+                    raw_scores[owner] = score
+        rel = relevances(kind, raw_scores, is_logit=q.raw_scores and kind == "probability")
         items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)
         return RerankOutcome(items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id,
                              warnings=plan.warnings)
