@@ -172,6 +172,12 @@ class RerankService:
         long_idx = [i for i, t in enumerate(q.texts) if len(t.encode()) > budget]
         if not long_idx:
             return ScoringPlan(query, q.texts, owners, None, tuple(warnings))
+        chunks = q.max_chunks_per_doc or 1
+        if chunks == 1 and q.truncate and engine.family != "llm-reranker":
+            # Plain truncation for encoders: the engine cuts each document to `budget` tokens itself
+            # (it tokenizes anyway); no per-document tokenization here. LLM rerankers keep the exact
+            # path below: vLLM's max_tokens_per_doc can change their tokenization (vllm#57666).
+            return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
         ids_by_doc = dict(zip(long_idx, tok.encode_many([q.texts[i] for i in long_idx])))
         too_long = {i: ids for i, ids in ids_by_doc.items() if len(ids) > budget}
         if not too_long:
@@ -181,7 +187,6 @@ class RerankService:
             raise CompatError(
                 f"Input validation error: document {i} must have less than {budget} tokens. Given: {len(ids)}",
                 param=f"documents[{i}]", status=413)
-        chunks = q.max_chunks_per_doc or 1
         if chunks == 1:
             return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
         texts: list[str] = []
