@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.engine_urls:
         ports: list[int] = []
     elif settings.engine_port:
-        ports = [settings.engine_port + i for i in range(settings.engine_replicas)]
+        ports = [settings.engine_port + i for i in range(settings.replica_count())]
     else:
         ports = []
-        while len(ports) < settings.engine_replicas:
+        while len(ports) < settings.replica_count():
             p = _free_port()
             if p not in ports:
                 ports.append(p)

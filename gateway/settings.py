@@ -67,7 +67,7 @@ class Settings:
     dtype: str | None = None
     enforce_eager: bool | None = None
     engine_port: int = 0
-    engine_replicas: int = 1
+    engine_replicas: int = 0
     engine_urls: tuple[str, ...] = ()
     engine_devices: tuple[str, ...] = ()
     ready_timeout: float = 600.0
@@ -124,7 +124,7 @@ class Settings:
 
     def engine_configs(self, ports: list[int]) -> list[EngineConfig]:
         """One EngineConfig per replica. Replicas sharing a GPU split --gpu-memory-utilization."""
-        n = 0 if self.engine_urls else self.engine_replicas
+        n = 0 if self.engine_urls else self.replica_count()
         configs = []
         for i in range(n):
             cfg = self.engine_config(port=ports[i], name=f"engine{i}")
@@ -136,6 +136,26 @@ class Settings:
                 cfg = cfg.with_(gpu_memory_utilization=round(share, 3))
             configs.append(cfg.with_(extra_env=tuple(env)))
         return configs
+
+    def replica_count(self, cpu_count: int | None = None) -> int:
+        """--engine-replicas, or (0 = auto) a count from the host cores for encoder models on a GPU.
+
+        Measured on an H100 with 16 cores (docs/gpu-performance.md): a BERT-base cross-encoder
+        costs ~2.1 ms of host CPU per pair across vLLM's API server, engine and gateway, and
+        replicas scaled throughput until ~8 engines (6.4k pairs/s, 5.95x one engine)."""
+        if self.engine_replicas:
+            return self.engine_replicas
+        if self.engine_devices:
+            return len(self.engine_devices)
+        if self.resolved_device == "cpu" or self.tensor_parallel_size > 1:
+            return 1
+        family, _ = detect_family(self.resolved_model)
+        if self.model_family:
+            family = FAMILIES[self.model_family]
+        if family.name == "llm-reranker":
+            return 1  # GPU-bound already: one engine batches best
+        cores = cpu_count or os.cpu_count() or 2
+        return max(1, min(8, round((cores - 2) / 1.8)))
 
     def engine_config(self, *, port: int, name: str = "engine0") -> EngineConfig:
         model = self.resolved_model
@@ -176,7 +196,7 @@ class Settings:
         32 engine batches (max_num_seqs) per engine, enough to keep the engines saturated."""
         if self.max_inflight_pairs:
             return max(1, math.ceil(self.max_inflight_pairs / self.workers))
-        engines = max(1, len(self.engine_urls) or self.engine_replicas)
+        engines = max(1, len(self.engine_urls) or self.engine_replicas or 1)
         return 32 * self.max_num_seqs * engines
 
     def to_json(self) -> str:
@@ -229,7 +249,9 @@ _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--engine-port", "RERANK_ENGINE_PORT", int, "Loopback port of the first engine (0 = pick free ones)."),
     ("--engine-replicas", "RERANK_ENGINE_REPLICAS", int,
      "Engine processes to run and balance over (least outstanding work). On one GPU they share its memory "
-     "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs."),
+     "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs. "
+     "0 = auto: for encoder models (cross-/bi-encoders) on a GPU, round((host cores - 2) / 1.8) up to 8, "
+     "since one vLLM API server is CPU-bound long before the GPU is (docs/gpu-performance.md); else 1."),
     ("--engine-url", "RERANK_ENGINE_URLS", list,
      "Use an existing vLLM server instead of launching one (repeatable; env: comma-separated). Requests go to "
      "the least loaded ready one; a dead one is skipped and re-checked every second."),
@@ -356,7 +378,9 @@ def _validate(s: Settings) -> None:
         raise SettingsError(f"--model-size/MODEL_SIZE must be one of {sorted(QWEN3_PRESETS)}, got {s.model_size!r}")
     if s.model_family is not None and s.model_family not in FAMILIES:
         raise SettingsError(f"--model-family must be one of {sorted(FAMILIES)}, got {s.model_family!r}")
-    for name in ("workers", "max_workers", "max_num_seqs", "tensor_parallel_size", "engine_replicas"):
+    if s.engine_replicas < 0:
+        raise SettingsError("--engine-replicas must be >= 0 (0 = auto)")
+    for name in ("workers", "max_workers", "max_num_seqs", "tensor_parallel_size"):
         if getattr(s, name) < 1:
             raise SettingsError(f"--{name.replace('_', '-')} must be at least 1")
     if s.max_num_batched_tokens is not None and s.max_num_batched_tokens < 1:

@@ -137,3 +137,21 @@ def test_two_replicas_one_per_gpu() -> None:
     assert [dict(c.extra_env)["CUDA_VISIBLE_DEVICES"] for c in cfgs] == ["0", "1"]
     assert [c.gpu_memory_utilization for c in cfgs] == [0.9, 0.9]  # own GPU each: no split
     assert [c.port for c in cfgs] == [7000, 7001]
+
+
+def test_auto_replicas_from_host_cores_for_encoders_on_gpu(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"],
+                                                  "model_type": "bert"}))
+    gpu = parse_settings(["--model", str(bert), "--device", "cuda"], {})
+    assert gpu.replica_count(cpu_count=16) == 8 and gpu.replica_count(cpu_count=8) == 3
+    assert gpu.replica_count(cpu_count=2) == 1
+    assert parse_settings(["--model", str(bert), "--device", "cpu"], {}).replica_count(cpu_count=16) == 1
+    assert parse_settings(["--model-size", "0.6B", "--device", "cuda"], {}).replica_count(cpu_count=16) == 1
+    assert parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"],
+                          {}).replica_count(cpu_count=16) == 1
+    assert parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"],
+                          {}).replica_count(cpu_count=16) == 3
