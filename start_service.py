@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from engine import FAMILIES, EngineSupervisor, RestartPolicy, publish_state
     from engine.external import ExternalEngine
-    from gateway.settings import SETTINGS_ENV, SettingsError, parse_settings
+    from gateway.options import parse_settings
+    from gateway.settings import SETTINGS_ENV, SettingsError
 
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv)

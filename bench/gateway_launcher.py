@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     import orjson
     import uvicorn
 
-    from gateway.settings import SETTINGS_ENV, parse_settings
+    from gateway.options import parse_settings
+    from gateway.settings import SETTINGS_ENV
 
     p = argparse.ArgumentParser(add_help=True, description=__doc__)
     p.add_argument("--engine-url", action="append", required=True)

@@ -13,6 +13,7 @@ that is not JSON, is rendered in the caller's dialect (gateway/errors.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -37,11 +38,18 @@ def _json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-async def _cohere_v1(request: Request, rt: Runtime, data: dict[str, Any]) -> Response:
-    req = validate(cohere.CohereV1RerankRequest, data)
-    q = cohere.parse_cohere_v1(req)
+async def _rerank(request: Request, rt: Runtime, data: dict[str, Any], *, dialect: str, wire: type[Any],
+                  parse: Callable[[Any], RerankQuery], render: Callable[[RerankQuery, RerankOutcome], Any]) -> Response:
+    """The whole of a rerank route: validate the dialect's wire model, parse, score, render."""
+    request.state.dialect = dialect
+    q = parse(validate(wire, data))
     out = await rt.service.rerank(q, request_id=request.state.request_id)
-    return _json(cohere.render_cohere_v1(q, out))
+    return _json(render(q, out))
+
+
+def _cohere_v1(request: Request, rt: Runtime, data: dict[str, Any]) -> Awaitable[Response]:
+    return _rerank(request, rt, data, dialect="cohere", wire=cohere.CohereV1RerankRequest,
+                   parse=cohere.parse_cohere_v1, render=cohere.render_cohere_v1)
 
 
 @router.post("/v1/rerank", operation_id="rerank_v1", summary="Cohere v1 / Jina / Voyage rerank")
@@ -49,11 +57,8 @@ async def rerank_v1(request: Request, rt: RuntimeDep) -> Response:
     request.state.dialect = "cohere"
     data = await read_json(request)
     if detect_v1_rerank(data) == "voyage":
-        request.state.dialect = "voyage"
-        req = validate(voyage.VoyageRerankRequest, data)
-        q = voyage.parse_voyage(req)
-        out = await rt.service.rerank(q, request_id=request.state.request_id)
-        return _json(voyage.render_voyage(q, out))
+        return await _rerank(request, rt, data, dialect="voyage", wire=voyage.VoyageRerankRequest,
+                             parse=voyage.parse_voyage, render=voyage.render_voyage)
     return await _cohere_v1(request, rt, data)
 
 
@@ -61,10 +66,8 @@ async def rerank_v1(request: Request, rt: RuntimeDep) -> Response:
 async def rerank_v2(request: Request, rt: RuntimeDep) -> Response:
     request.state.dialect = "cohere"
     data = await read_json(request)
-    req = validate(cohere.CohereV2RerankRequest, data)
-    q = cohere.parse_cohere_v2(req)
-    out = await rt.service.rerank(q, request_id=request.state.request_id)
-    return _json(cohere.render_cohere_v2(q, out))
+    return await _rerank(request, rt, data, dialect="cohere", wire=cohere.CohereV2RerankRequest,
+                         parse=cohere.parse_cohere_v2, render=cohere.render_cohere_v2)
 
 
 @router.post("/rerank", operation_id="rerank_tei", summary="TEI rerank, or the Cohere v1 / Jina superset")
@@ -72,11 +75,8 @@ async def rerank_bare(request: Request, rt: RuntimeDep) -> Response:
     request.state.dialect = "cohere"
     data = await read_json(request)
     if detect_bare_rerank(data) == "tei":
-        request.state.dialect = "tei"
-        req = validate(tei.TeiRerankRequest, data)
-        q = tei.parse_tei(req)
-        out = await rt.service.rerank(q, request_id=request.state.request_id)
-        return _json(tei.render_tei(q, out))
+        return await _rerank(request, rt, data, dialect="tei", wire=tei.TeiRerankRequest, parse=tei.parse_tei,
+                             render=tei.render_tei)
     return await _cohere_v1(request, rt, data)
 
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.settings import _OPTIONS, parse_settings
+from gateway.options import OPTIONS as _OPTIONS
+from gateway.options import parse_settings
 from tests.unit.test_dockerfile import THIRD_PARTY_ENV, parse_dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import _OPTIONS, parse_settings
+from gateway.options import OPTIONS as _OPTIONS
+from gateway.options import parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

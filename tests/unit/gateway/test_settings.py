@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from engine import QWEN3_RERANKER_OVERRIDES
-from gateway.settings import Settings, SettingsError, build_parser, parse_settings
+from gateway.options import build_parser, parse_settings
+from gateway.settings import Settings, SettingsError
 
 GUIDE = [
     ("--workers", "WORKERS", "workers", "3", 3),
