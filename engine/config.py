@@ -29,10 +29,6 @@ class LaunchMode:
     prefix: tuple[str, ...]
     model_positional: bool
 
-    @property
-    def label(self) -> str:
-        return " ".join(Path(self.prefix[0]).name if i == 0 else p for i, p in enumerate(self.prefix))
-
 
 def detect_launch_mode(python: str = sys.executable) -> LaunchMode:
     """Pick `vllm serve` when the `vllm` distribution is installed (its console script reads

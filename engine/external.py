@@ -48,7 +48,6 @@ class ExternalEngine:
         self.start_error = None
         self._on_change = on_change or (lambda: None)
         self._stop = threading.Event()
-        self._first = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:

@@ -72,10 +72,6 @@ class RerankService:
         if self.settings.strict_model_names and name is not None and name not in self.accepted_names:
             raise UnknownModelError(name, sorted(self.accepted_names))
 
-    def score_kind(self) -> str:
-        engines = self.registry.engines()
-        return engines[0].score_kind if engines else "cosine"
-
     async def score_texts(
         self, query: str, texts: tuple[str, ...] | list[str], *, deadline: float, max_tokens_per_doc: int | None,
         instruction: str | None, raw: bool,
