@@ -6,6 +6,7 @@ request."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -45,7 +46,13 @@ def test_metrics_aggregate_workers_and_include_engine_metrics(cached: ServicePro
     for _ in range(n):
         httpx.post(f"{cached.url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60)
     httpx.post(f"{cached.url}/v1/rerank", json={"query": "", "documents": ["a"]})
-    text = httpx.get(f"{cached.url}/metrics").text
+    deadline = time.monotonic() + 10  # counters are updated once each response has gone out
+    while True:
+        text = httpx.get(f"{cached.url}/metrics").text
+        done = re.search(r'route="/v1/rerank",status="400"\} 1\.0', text)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     ok = re.search(r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="200"\} (\S+)', text)
     assert ok and float(ok.group(1)) >= n  # counted by whichever of the 2 workers served each one
     assert re.search(r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="400"\} 1\.0', text)
@@ -64,8 +71,14 @@ def test_one_structured_log_line_per_request(cached: ServiceProcess) -> None:
     bad = httpx.post(f"{cached.url}/v2/rerank", json={"query": "q", "documents": []},
                      headers={"x-request-id": "req-log-test-2"})
     assert bad.json()["id"] == "req-log-test-2"
-    log = cached.log_tail(5000)
-    lines = [line for line in log.splitlines() if "request_completed" in line and "req-log-test-" in line]
+    # The line is written once the response has gone out: give the worker a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        log = cached.log_tail(5000)
+        lines = [line for line in log.splitlines() if "request_completed" in line and "req-log-test-" in line]
+        if len(lines) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert len(lines) == 2, lines
     assert re.search(r"request_id=req-log-test-1 .*dialect=cohere documents=3 tokens=\d+ status=200 latency_ms=",
                      lines[0])
