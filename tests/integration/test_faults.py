@@ -137,8 +137,13 @@ def test_client_disconnect_cancels_engine_work() -> None:
     with ServiceProcess(fake("--slow", "5"), name="disconnect") as svc:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{svc.url}/v1/rerank", json=BODY, timeout=0.5)
-        time.sleep(0.5)
-        metrics = httpx.get(f"{svc.url}/metrics").text
+        deadline = time.monotonic() + 10  # well before the fake's 5 s answer would have come
+        while True:
+            metrics = httpx.get(f"{svc.url}/metrics").text
+            done = "vllm_rerank_client_disconnects_total 1.0" in metrics and "vllm_rerank_inflight_pairs 0.0" in metrics
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert "vllm_rerank_client_disconnects_total 1.0" in metrics
         assert "vllm_rerank_inflight_pairs 0.0" in metrics
 
