@@ -14,13 +14,8 @@ from tests.support.service import ServiceProcess
 
 @pytest.fixture(scope="session")
 def service() -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(["--workers", "2"], name="shared")
-    svc.start()
-    try:
-        svc.wait_ready()
+    with ServiceProcess(["--workers", "2"], name="shared") as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -43,13 +43,8 @@ def bert_ref(bert_dir: Path) -> CrossEncoderReference:
 
 
 def _service(model_dir: Path, name: str) -> Iterator[ServiceProcess]:
-    svc = ServiceProcess(["--model", str(model_dir), "--max-model-len", str(MAX_MODEL_LEN)], name=name)
-    svc.start()
-    try:
-        svc.wait_ready()
+    with ServiceProcess(["--model", str(model_dir), "--max-model-len", str(MAX_MODEL_LEN)], name=name) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,12 @@ class ServiceProcess:
         return self.proc.returncode
 
     def __enter__(self) -> "ServiceProcess":
-        return self.start().wait_ready()
+        self.start()
+        try:
+            return self.wait_ready()
+        except BaseException:  # a service that never got ready must not outlive the test
+            self.stop()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
