@@ -4,6 +4,12 @@
 Each variant is NAME=KIND@URL, KIND one of
   rerank  POST {model, query, documents} -> {"results": [...]}      (vLLM /rerank, our /v1/rerank)
   score   POST {model, text_1, text_2}   -> {"data": [...]}         (vLLM /score)
+  ids     POST {model, input: [[token ids] per document]} -> {"data": [...]}   (vLLM /classify)
+          the pre-tokenised-input lever: the client (untimed: bodies are built before a round)
+          tokenises every (query, document) prompt with --tokenizer, rendered as --ids-prompt
+          "pair" (cross-encoder [CLS] q [SEP] d [SEP]; token type ids cannot be sent, so for BERT
+          this measures cost only) or "qwen3" (engine/templates/qwen3_reranker.jinja: the same
+          prompt the engine renders for /score, so scores must match; checked before the run)
 e.g.  direct=rerank@http://127.0.0.1:41234/rerank  service=rerank@http://127.0.0.1:8000/v1/rerank
 
 For every (documents per request N, words per document L, concurrency C) config, every variant
@@ -69,10 +75,14 @@ class Variant:
     name: str
     kind: str
     url: str
+    ids: "Pretok | None" = None
 
     def body(self, model: str | None, query: str, docs: list[str]) -> bytes:
-        if self.kind == "score":
-            b: dict = {"text_1": query, "text_2": docs}
+        if self.kind == "ids":
+            assert self.ids is not None
+            b: dict = {"input": self.ids.encode(query, docs)}
+        elif self.kind == "score":
+            b = {"text_1": query, "text_2": docs}
         else:
             b = {"query": query, "documents": docs}
         if model:
@@ -80,7 +90,7 @@ class Variant:
         return json.dumps(b).encode()
 
     def count(self, out: dict) -> int:
-        return len(out.get("data" if self.kind == "score" else "results", []) or [])
+        return len(out.get("results" if self.kind == "rerank" else "data", []) or [])
 
     @staticmethod
     def tokens(out: dict) -> int | None:
@@ -89,6 +99,43 @@ class Variant:
         if v is None:
             v = ((out.get("meta") or {}).get("tokens") or {}).get("input_tokens")
         return v
+
+
+class Pretok:
+    """Client-side prompt tokenisation for the `ids` variant kind (see the module docstring)."""
+
+    def __init__(self, tokenizer_dir: str, prompt: str, max_len: int) -> None:
+        from transformers import AutoTokenizer  # only this variant needs it
+        self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+        self.prompt, self.max_len = prompt, max_len
+        if prompt == "qwen3":
+            import jinja2
+            path = os.path.join(os.path.dirname(__file__), "..", "..", "engine", "templates", "qwen3_reranker.jinja")
+            env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+            self.template = env.from_string(open(path).read())
+
+    def encode(self, query: str, docs: list[str]) -> list[list[int]]:
+        if self.prompt == "pair":
+            enc = self.tok([query] * len(docs), docs, truncation="only_second", max_length=self.max_len)
+            return enc["input_ids"]
+        texts = [self.template.render(messages=[{"role": "query", "content": query},
+                                                {"role": "document", "content": d}]) for d in docs]
+        return self.tok(texts, add_special_tokens=False)["input_ids"]
+
+
+async def check_ids(session: aiohttp.ClientSession, v: Variant, model: str | None, corpus: Corpus) -> None:
+    """The same 4 pairs through /score (text) and through the `ids` variant: print the largest difference."""
+    q, docs = corpus.query(), corpus.docs(100, 4)
+    score_url = v.url.rsplit("/", 1)[0] + "/score"
+    body = {"text_1": q, "text_2": docs, **({"model": model} if model else {})}
+    async with session.post(score_url, json=body) as r:
+        ref = [d["score"] for d in sorted((await r.json())["data"], key=lambda d: d["index"])]
+    async with session.post(v.url, data=v.body(model, q, docs), headers={"content-type": "application/json"}) as r:
+        out = await r.json()
+    got = [d["probs"][-1] if len(d["probs"]) == 1 else d["probs"] for d in out["data"]]
+    diff = max(abs(a - b) for a, b in zip(ref, got)) if all(isinstance(g, float) for g in got) else None
+    print(f"ids check {v.name}: /score {[round(x, 5) for x in ref]} vs /classify(ids) {got}: max |diff| {diff}",
+          flush=True)
 
 
 @dataclass
@@ -241,8 +288,9 @@ async def main_async(a: argparse.Namespace) -> list[dict]:
     for spec in a.variant:
         name, rest = spec.split("=", 1)
         kind, url = rest.split("@", 1)
-        assert kind in ("rerank", "score"), spec
-        variants.append(Variant(name, kind, url))
+        assert kind in ("rerank", "score", "ids"), spec
+        pre = Pretok(a.tokenizer, a.ids_prompt, a.ids_max_len) if kind == "ids" else None
+        variants.append(Variant(name, kind, url, pre))
     configs = [(n, L, c) for n in a.sizes for L in a.doc_words for c in a.conc]
     if a.order == "priority":  # the configs that matter most first, so a time budget cuts the least useful
         rank = {100: 0, 16: 1, 1000: 2}
@@ -251,6 +299,9 @@ async def main_async(a: argparse.Namespace) -> list[dict]:
     t_start = time.perf_counter()
     conn = aiohttp.TCPConnector(limit=0, force_close=False, keepalive_timeout=3.0)
     async with aiohttp.ClientSession(connector=conn) as s:
+        for v in variants:
+            if v.kind == "ids":
+                await check_ids(s, v, a.model, corpus)
         for v in variants:  # warm-up: every variant, every N
             for n in sorted(set(a.sizes)):
                 acc = Acc()
@@ -315,6 +366,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", action="append", required=True, help="NAME=KIND@URL (first one is the baseline)")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--tokenizer", default=None, help="model dir whose tokenizer the `ids` kind uses")
+    ap.add_argument("--ids-prompt", choices=("pair", "qwen3"), default="pair")
+    ap.add_argument("--ids-max-len", type=int, default=512, help="`ids` kind, pair prompt: truncation length")
     ap.add_argument("--words", required=True, help="words.txt of the model (build_models.py writes it)")
     ap.add_argument("--sizes", default="16,100,1000")
     ap.add_argument("--doc-words", default="100")
