@@ -122,16 +122,25 @@ stage2)
   ;;
 bert-ab)
   stamp "bert-ab: service with bert-ce, one engine"
-  svc_start bert1 --model $MODELS/bert-ce --workers 2 --gpu-memory-utilization 0.2 || continue
+  svc_start bert1 --model $MODELS/bert-ce --engine-replicas 1 --workers 2 --gpu-memory-utilization 0.2 || continue
   $SVC smoke --model bert-ce
   E=$(engine_url bert1)
   smi_start bert-ab
   $BENCH --label "bert-ce, 1 engine: vLLM /rerank vs vLLM /score vs service /v1/rerank (same engine)" \
       --variant "vllm_rerank=rerank@$E/rerank" --variant "vllm_score=score@$E/score" \
       --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model bert-ce --words $MODELS/bert-ce/words.txt \
-      --sizes 16,100,1000 --conc 1,8,32 --doc-words 100 --rounds 2 --pairs-per-round 2000 --proc-cpu \
-      --budget-s $(( $(left) - 120 )) --json "$OUTDIR/bench_bert_ab.json" | grep -v '^{'
+      --sizes 16,100,1000 --conc 1,8,32 --doc-words 100 --rounds ${AB_ROUNDS:-4} --pairs-per-round ${AB_PAIRS:-1000} \
+      --proc-cpu --budget-s $(( $(left) - ${BERT_RESERVE_S:-150} )) --json "$OUTDIR/bench_bert_ab.json" | grep -v '^{'
   smi_stop bert-ab
+  if [ $(left) -gt 100 ]; then
+    # lever: pre-tokenised pairs to /classify. BERT's token type ids cannot be sent that way, so this
+    # measures what the engine's tokenizer costs (scores differ: the check line shows by how much)
+    $BENCH --label "bert-ce lever: pre-tokenised [CLS] q [SEP] d [SEP] ids to /classify vs text to /score" \
+        --variant "vllm_score=score@$E/score" --variant "ids=ids@$E/classify" --tokenizer $MODELS/bert-ce \
+        --ids-prompt pair --model bert-ce --words $MODELS/bert-ce/words.txt --sizes 100 --conc 8,32 --doc-words 100 \
+        --rounds 2 --pairs-per-round 2000 --proc-cpu --budget-s $(( $(left) - 40 )) \
+        --json "$OUTDIR/bench_bert_pretok.json" | grep -v '^{'
+  fi
   svc_stop bert1
   ;;
 replicas)
@@ -178,7 +187,8 @@ qwen)
   smi_start qwen
   $BENCH --label "qwen3-rr (Qwen3-Reranker-0.6B shape), 1 engine: vLLM /rerank vs vLLM /score vs service" \
       --variant "vllm_rerank=rerank@$E/rerank" --variant "vllm_score=score@$E/score" \
-      --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model qwen3-rr --words $MODELS/qwen3-rr/words.txt \
+      --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --variant "vllm_ids=ids@$E/classify" \
+      --tokenizer $MODELS/qwen3-rr --ids-prompt qwen3 --model qwen3-rr --words $MODELS/qwen3-rr/words.txt \
       --sizes 16,100,1000 --conc 1,8,32 --doc-words 100 --rounds 2 --pairs-per-round 1500 --max-pairs-in-flight 16000 \
       --proc-cpu --budget-s $(( $(left) - ${QWEN_RESERVE_S:-200} )) --json "$OUTDIR/bench_qwen.json" | grep -v '^{'
   smi_stop qwen
