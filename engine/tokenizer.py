@@ -36,6 +36,21 @@ class ModelTokenizer:
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         return [list(ids) for ids in self._tok(texts, add_special_tokens=False)["input_ids"]]
 
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """`text` cut to its first `max_tokens` tokens, sliced from the original string at a token
+        boundary (character offsets), as vLLM's own `max_tokens_per_doc` does: no lossy
+        decode round trip, and re-checked until it fits (a cut can change the tokenization)."""
+        if max_tokens <= 0:
+            return ""
+        while text:
+            enc = self._tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets = enc["offset_mapping"]
+            if len(enc["input_ids"]) <= max_tokens:
+                break
+            end = min(offsets[max_tokens - 1][1], offsets[max_tokens][0])
+            text = text[: min(end, len(text) - 1)]
+        return text
+
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids))
 

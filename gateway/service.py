@@ -169,11 +169,6 @@ class RerankService:
         if not long_idx:
             return ScoringPlan(query, q.texts, owners, None, tuple(warnings))
         chunks = q.max_chunks_per_doc or 1
-        if chunks == 1 and q.truncate and engine.family != "llm-reranker":
-            # Plain truncation for encoders: the engine cuts each document to `budget` tokens itself
-            # (it tokenizes anyway); no per-document tokenization here. LLM rerankers keep the exact
-            # path below: vLLM's max_tokens_per_doc can change their tokenization (vllm#57666).
-            return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
         ids_by_doc = dict(zip(long_idx, tok.encode_many([q.texts[i] for i in long_idx])))
         too_long = {i: ids for i, ids in ids_by_doc.items() if len(ids) > budget}
         if not too_long:
@@ -184,7 +179,15 @@ class RerankService:
                 f"Input validation error: document {i} must have less than {budget} tokens. Given: {len(ids)}",
                 param=f"documents[{i}]", status=413)
         if chunks == 1:
-            return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
+            if engine.family == "llm-reranker":  # vLLM's max_tokens_per_doc: its tokenization (vllm#57666)
+                return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
+            # Encoders: cut the too-long documents here, exactly as vLLM's max_tokens_per_doc would.
+            # Leaving it to the engine costs its single-threaded API server a second tokenization of
+            # every document (measured on an H100: 0.58-0.77x direct throughput; docs/gpu-performance.md).
+            cut = list(q.texts)
+            for i in too_long:
+                cut[i] = tok.truncate(cut[i], budget)
+            return ScoringPlan(query, tuple(cut), owners, None, tuple(warnings))
         texts: list[str] = []
         own: list[int] = []
         for i, text in enumerate(q.texts):
@@ -214,7 +217,8 @@ class RerankService:
             plan = ScoringPlan(q.query, q.texts, tuple(range(len(q.texts))), None, ())
         else:
             tok = await self.tokenizer(engine) if engine.max_model_len else None
-            plan = self.plan(q, engine, tok)
+            # tokenizing documents is CPU work: off the event loop (fast tokenizers release the GIL)
+            plan = await run_in_threadpool(self.plan, q, engine, tok)
         kind = engine.score_kind
         with self.admission.admit(len(plan.texts)):
             chunk_scores, tokens = await self.score_texts(

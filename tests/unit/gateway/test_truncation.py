@@ -1,0 +1,97 @@
+"""Encoder truncation happens in the gateway, exactly, and the engine gets plain text.
+
+vLLM's `max_tokens_per_doc` makes the engine's single-threaded API server tokenize every
+document twice (truncate, then the pair); on an H100 that cost the service 23-42% of direct
+throughput (docs/gpu-performance.md). So the gateway cuts too-long documents itself, with the
+model's real WordPiece tokenizer, and never sends the limit for encoders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+from transformers import AutoTokenizer
+
+from engine import FAMILIES, EngineRegistry
+from engine.tokenizer import load_tokenizer
+from engine.transport import CallableTransport
+from gateway.app import create_app
+from gateway.settings import Settings
+
+MAX_LEN = 64
+WORDS = "unbelievably tokenization reranking of über-long naïve documents, 42 times: café! "
+
+
+@pytest.fixture(scope="module")
+def hf_tok(bundled_model_path: str) -> Any:
+    return AutoTokenizer.from_pretrained(bundled_model_path)
+
+
+@pytest.fixture()
+def sent() -> list[dict[str, Any]]:
+    return []
+
+
+@pytest.fixture()
+def client(bundled_model_path: str, sent: list[dict[str, Any]]) -> TestClient:
+    def engine(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
+        req = orjson.loads(body or b"{}")
+        sent.append(req)
+        docs = req["text_2"]
+        return 200, orjson.dumps({"data": [{"index": i, "score": 0.5} for i in range(len(docs))],
+                                  "usage": {"prompt_tokens": 1}})
+
+    registry = EngineRegistry(static=[{"url": "http://engine", "state": "ready", "served_model_name": "m",
+                                       "score_kind": "probability", "family": "cross-encoder",
+                                       "max_model_len": MAX_LEN, "model": bundled_model_path}])
+    app = create_app(Settings(), registry=registry, engine_transport=CallableTransport(engine))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_truncate_matches_the_first_tokens(bundled_model_path: str, hf_tok: Any) -> None:
+    tok = load_tokenizer(bundled_model_path, FAMILIES["cross-encoder"])
+    assert tok is not None
+    text = WORDS * 4
+    ids = hf_tok(text, add_special_tokens=False)["input_ids"]
+    for n in (1, 7, 13, 30, len(ids) - 1):
+        cut = tok.truncate(text, n)
+        assert text.startswith(cut)  # a slice of the original, not a decoded (lower-cased) copy
+        assert hf_tok(cut, add_special_tokens=False)["input_ids"] == ids[:n], n
+    assert tok.truncate(text, len(ids)) == text
+    assert tok.truncate(text, 0) == ""
+
+
+def test_too_long_documents_are_cut_here_not_in_the_engine(client: TestClient, hf_tok: Any,
+                                                          sent: list[dict[str, Any]]) -> None:
+    query = "which documents are long"
+    docs = ["short one", WORDS * 6, "another short one", "different start, " + WORDS * 3]
+    r = client.post("/v1/rerank", json={"query": query, "documents": docs})
+    assert r.status_code == 200, r.text
+    (req,) = sent
+    assert "max_tokens_per_doc" not in req
+    assert req["text_1"] == query
+    got = req["text_2"]
+    assert got[0] == docs[0] and got[2] == docs[2]
+    budget = MAX_LEN - hf_tok.num_special_tokens_to_add(pair=True) - len(hf_tok(query, add_special_tokens=False)["input_ids"])
+    for i in (1, 3):
+        assert got[i] != docs[i] and docs[i].startswith(got[i])
+        assert hf_tok(got[i], add_special_tokens=False)["input_ids"] == \
+            hf_tok(docs[i], add_special_tokens=False)["input_ids"][:budget]
+        assert len(hf_tok(query, got[i])["input_ids"]) == MAX_LEN  # the window, filled exactly
+
+
+def test_documents_that_fit_by_tokens_are_sent_as_they_are(client: TestClient, sent: list[dict[str, Any]]) -> None:
+    # over the byte bound (so the tokenizer runs) but within the token budget: untouched
+    doc = "tokenization " * 30
+    r = client.post("/v1/rerank", json={"query": "q", "documents": [doc]})
+    assert r.status_code == 200, r.text
+    assert sent[0]["text_2"] == [doc] and "max_tokens_per_doc" not in sent[0]
+
+
+def test_truncate_false_is_a_413_in_tei(client: TestClient, sent: list[dict[str, Any]]) -> None:
+    r = client.post("/rerank", json={"query": "q", "texts": [WORDS * 6], "truncate": False})
+    assert r.status_code == 413, r.text
+    assert sent == []
