@@ -125,6 +125,10 @@ class EngineConfig:
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """The engine's environment: the caller's plus what a managed child needs."""
         env = dict(os.environ if base is None else base)
+        # The caller's Prometheus multiprocess directory (the gateway workers') is not the engine's:
+        # inherited, vLLM writes its samples into it and reads the gateway's, so every series is
+        # reported twice once the engine's /metrics is proxied. Unset, vLLM makes its own.
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("VLLM_DO_NOT_TRACK", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")

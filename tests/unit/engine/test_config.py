@@ -65,6 +65,10 @@ def test_env_for_cpu_and_gpu() -> None:
     assert gpu["CUDA_VISIBLE_DEVICES"] == "1"
 
 
+def test_engine_does_not_share_the_callers_prometheus_dir() -> None:
+    assert "PROMETHEUS_MULTIPROC_DIR" not in cfg().env({"PROMETHEUS_MULTIPROC_DIR": "/run/gateway-metrics"})
+
+
 def test_api_key_is_redacted_in_logged_command() -> None:
     shown = " ".join(cfg(extra_args=("--api-key", "s3cret")).redacted_argv())
     assert "s3cret" not in shown
