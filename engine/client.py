@@ -1,5 +1,9 @@
 """Async client for vLLM's scoring API: one pooled keep-alive transport, deadlines, transient retries.
 
+Two calls: `score()` sends texts to `/score` (the engine renders and tokenises each pair) and
+`score_tokens()` sends prompts already tokenised to `/classify`. Both share one retry loop and one
+reading of statuses.
+
 Only this module (through engine.transport) talks HTTP to engines. It translates transport failures into `EngineError`s and
 retries what is safe to retry (scoring is idempotent): connection failures and 502/503 while
 an engine restarts, with jittered backoff inside the caller's deadline. 4xx answers and read
@@ -9,6 +13,7 @@ timeouts are never retried.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +41,11 @@ class ScoreBatch:
     scores: list[float]
     prompt_tokens: int
     engine: str
+
+
+# (engine) -> (path, JSON body) of one call; one answer item -> its score.
+_Request = Callable[[EngineView], tuple[str, dict[str, Any]]]
+_Parse = Callable[[dict[str, Any]], float]
 
 
 class _Transient(Exception):
@@ -105,7 +115,8 @@ class EngineClient:
         instruction: str | None = None,
         raw: bool = False,
     ) -> ScoreBatch:
-        """Score every document against the query on one engine.
+        """Score every document against the query on one engine (vLLM `/score`: the engine renders
+        and tokenises each pair).
 
         `deadline` is a `time.monotonic()` instant. `raw=True` asks a classifier for logits
         (`use_activation: false`); embedding models always return cosine.
@@ -117,6 +128,34 @@ class EngineClient:
             EngineRejectedError: the engine refused the input (its message).
             EngineProtocolError: an unreadable answer.
         """
+        def request(engine: EngineView) -> tuple[str, dict[str, Any]]:
+            body: dict[str, Any] = {"model": engine.served_model_name, "text_1": query, "text_2": documents}
+            if max_tokens_per_doc:
+                body["max_tokens_per_doc"] = max_tokens_per_doc
+            if instruction is not None:
+                body["instruction"] = instruction
+            if raw and engine.score_kind == "probability":
+                body["use_activation"] = False
+            return "/score", body
+
+        return await self._with_retries(request, _parse_score, len(documents), deadline)
+
+    async def score_tokens(self, *, prompts: list[list[int]], deadline: float) -> ScoreBatch:
+        """Score prompts the caller already rendered and tokenised, one per document (vLLM
+        `/classify` with token-id inputs; a one-label classifier's probability, which for the same
+        prompt equals what `/score` answers). The engine's API server skips templating and
+        tokenisation, its costliest per-pair work.
+
+        Raises: as `score()`.
+        """
+        def request(engine: EngineView) -> tuple[str, dict[str, Any]]:
+            return "/classify", {"model": engine.served_model_name, "input": prompts}
+
+        return await self._with_retries(request, _parse_classify, len(prompts), deadline)
+
+    async def _with_retries(self, request: _Request, parse: _Parse, n: int, deadline: float) -> ScoreBatch:
+        """One call on the least-loaded engine; transient failures retried on another engine (or the
+        same one after its restart) with backoff, until the retry budget or the deadline."""
         now = time.monotonic()
         # Stop retrying a little before the deadline, so the caller gets the real cause (503), not 504.
         retry_until = min(now + self.retry_budget_s, deadline - min(0.5, 0.2 * max(0.0, deadline - now)))
@@ -125,7 +164,7 @@ class EngineClient:
         # Happy path first, outside the retry machinery (it costs CPU on every request).
         engine = self.registry.pick()
         try:
-            return await self._score_once(engine, query, documents, deadline, max_tokens_per_doc, instruction, raw)
+            return await self._call_once(engine, request, parse, n, deadline)
         except _Transient as exc:
             failed.add(engine.url)
             last = exc.cause
@@ -145,8 +184,7 @@ class EngineClient:
                         raise last
                     engine = self.registry.pick(exclude=frozenset(failed))
                     try:
-                        return await self._score_once(engine, query, documents, deadline, max_tokens_per_doc,
-                                                      instruction, raw)
+                        return await self._call_once(engine, request, parse, n, deadline)
                     except _Transient as exc:
                         failed.add(engine.url)
                         last = exc.cause
@@ -157,30 +195,16 @@ class EngineClient:
             raise exc.cause from None
         raise last or EngineUnavailableError("engine unavailable")  # pragma: no cover
 
-    async def _score_once(
-        self,
-        engine: EngineView,
-        query: str,
-        documents: list[str],
-        deadline: float,
-        max_tokens_per_doc: int | None,
-        instruction: str | None,
-        raw: bool,
-    ) -> ScoreBatch:
-        body: dict[str, Any] = {"model": engine.served_model_name, "text_1": query, "text_2": documents}
-        if max_tokens_per_doc:
-            body["max_tokens_per_doc"] = max_tokens_per_doc
-        if instruction is not None:
-            body["instruction"] = instruction
-        if raw and engine.score_kind == "probability":
-            body["use_activation"] = False
+    async def _call_once(self, engine: EngineView, request: _Request, parse: _Parse, n: int, deadline: float
+                         ) -> ScoreBatch:
+        path, body = request(engine)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise EngineTimeoutError("request deadline passed before the engine was called")
-        self.registry.acquire(engine.url, len(documents))
+        self.registry.acquire(engine.url, n)
         try:
             status, content = await self._http.post(
-                f"{engine.url}/score", orjson.dumps(body), timeout=remaining,
+                f"{engine.url}{path}", orjson.dumps(body), timeout=remaining,
                 connect_timeout=min(self.connect_timeout_s, remaining),
             )
         except (ConnectFailed, ConnectionLost) as exc:
@@ -188,7 +212,7 @@ class EngineClient:
         except ReadTimeout as exc:
             raise EngineTimeoutError(f"engine {engine.name} did not answer within the deadline") from exc
         finally:
-            self.registry.release(engine.url, len(documents))
+            self.registry.release(engine.url, n)
         if status in (502, 503):
             cls = EngineOverloadedError if status == 503 else EngineUnavailableError
             raise _Transient(cls(f"engine {engine.name} answered {status}: {_error_message(content)}"))
@@ -200,16 +224,33 @@ class EngineClient:
             )
         try:
             data = orjson.loads(content)
-            items = data["data"]
-            if len(items) != len(documents):
-                raise ValueError(f"{len(items)} scores for {len(documents)} documents")
-            if all(item["index"] == i for i, item in enumerate(items)):  # vLLM answers in order
-                scores = [float(item["score"]) for item in items]
-            else:
-                scores = [0.0] * len(documents)
-                for item in items:
-                    scores[int(item["index"])] = float(item["score"])
+            scores = _in_order(data["data"], n, parse)
             tokens = int((data.get("usage") or {}).get("prompt_tokens") or 0)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
             raise EngineProtocolError(f"unreadable engine answer: {content[:200]!r}") from exc
         return ScoreBatch(scores=scores, prompt_tokens=tokens, engine=engine.name)
+
+
+def _parse_score(item: dict[str, Any]) -> float:
+    return float(item["score"])
+
+
+def _parse_classify(item: dict[str, Any]) -> float:
+    probs = item["probs"]
+    if len(probs) != 1:
+        raise ValueError(f"{len(probs)} probabilities for a one-label classifier")
+    return float(probs[0])
+
+
+def _in_order(items: list[dict[str, Any]], n: int, parse: _Parse) -> list[float]:
+    """Scores aligned with the inputs, by each item's `index`.
+
+    Raises: ValueError, KeyError, TypeError, IndexError for an answer that does not fit the inputs."""
+    if len(items) != n:
+        raise ValueError(f"{len(items)} scores for {n} inputs")
+    if all(item["index"] == i for i, item in enumerate(items)):  # vLLM answers in order
+        return [parse(item) for item in items]
+    scores = [0.0] * n
+    for item in items:
+        scores[int(item["index"])] = parse(item)
+    return scores

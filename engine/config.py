@@ -17,9 +17,13 @@ from pathlib import Path
 
 from engine.families import ModelFamily
 
-__all__ = ["EngineConfig", "LaunchMode", "detect_launch_mode", "detect_device", "TEMPLATE_DIR"]
+__all__ = ["EngineConfig", "LaunchMode", "detect_launch_mode", "detect_device", "TEMPLATE_DIR",
+           "QWEN3_TEMPLATE"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+QWEN3_TEMPLATE = TEMPLATE_DIR / "qwen3_reranker.jinja"
+# Pass-through flags that change the prompt's text or its tokens behind the template's back.
+_PROMPT_FLAGS = ("--chat-template", "--tokenizer", "--tokenizer-mode", "--tokenizer-revision", "--revision")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,16 @@ class EngineConfig:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def prompt_format(self) -> str | None:
+        """Which prompt the engine builds for a pair: `qwen3-reranker` when it renders our built-in
+        template with the model's own tokenizer, so a caller may render and tokenise the prompts
+        itself (`engine.tokenizer.qwen3_prompt`); None otherwise, or when a pass-through flag
+        overrides the template or the tokenizer."""
+        if self.chat_template != str(QWEN3_TEMPLATE) or any(self._given(f) for f in _PROMPT_FLAGS):
+            return None
+        return "qwen3-reranker"
+
     def _given(self, flag: str) -> bool:
         """True when the user's pass-through args already set `flag` (theirs win)."""
         return any(a == flag or a.startswith(flag + "=") for a in self.extra_args)
@@ -125,6 +139,10 @@ class EngineConfig:
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """The engine's environment: the caller's plus what a managed child needs."""
         env = dict(os.environ if base is None else base)
+        # The caller's Prometheus multiprocess directory (the gateway workers') is not the engine's:
+        # inherited, vLLM writes its samples into it and reads the gateway's, so every series is
+        # reported twice once the engine's /metrics is proxied. Unset, vLLM makes its own.
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("VLLM_DO_NOT_TRACK", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")

@@ -70,6 +70,7 @@ class ExternalEngine:
             "family": self.family.name, "score_kind": self.family.score_kind, "state": self.state, "pid": None,
             "restarts": self.restarts, "last_error": self.last_error, "gpu_memory_utilization": None,
             "ready_since": self.ready_since, "managed": False, "max_model_len": self.max_model_len,
+            "prompt_format": None,  # its template is unknown: prompts are always sent as text
         }
 
     def _describe(self, client: httpx.Client) -> None:

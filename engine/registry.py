@@ -46,6 +46,12 @@ class EngineView:
         return int(value) if value else None
 
     @property
+    def prompt_format(self) -> str | None:
+        """The prompt the engine builds for a pair, when it is one callers can build too (EngineConfig)."""
+        value = self.raw.get("prompt_format")
+        return str(value) if value else None
+
+    @property
     def ready(self) -> bool:
         return self.state == "ready"
 

@@ -130,6 +130,7 @@ class EngineSupervisor:
             "gpu_memory_utilization": self.config.gpu_memory_utilization,
             "ready_since": self.ready_since,
             "max_model_len": self.max_model_len,
+            "prompt_format": self.config.prompt_format,
             "managed": True,
         }
 

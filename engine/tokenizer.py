@@ -1,6 +1,9 @@
-"""The model's own tokenizer (fast, loaded once per process) and the prompt overhead per family.
+"""The model's own tokenizer (fast, loaded once per process), the prompt overhead per family, and
+the LLM reranker's prompt.
 
-Used by the gateway to size truncation and chunking exactly as the engine will count tokens.
+Used by the gateway to size truncation and chunking exactly as the engine will count tokens, and to
+send LLM-reranker prompts to the engine already tokenised (the engine's API server then skips
+rendering and tokenising them).
 """
 
 from __future__ import annotations
@@ -8,12 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.families import ModelFamily
 
-__all__ = ["ModelTokenizer", "load_tokenizer", "QWEN3_PREFIX", "QWEN3_SUFFIX", "QWEN3_DEFAULT_INSTRUCTION"]
+__all__ = ["ModelTokenizer", "load_tokenizer", "qwen3_prompt", "QWEN3_PREFIX", "QWEN3_SUFFIX",
+           "QWEN3_DEFAULT_INSTRUCTION"]
 
 log = logging.getLogger("vllm_rerank.engine")
 
@@ -23,6 +28,13 @@ QWEN3_PREFIX = (
 )
 QWEN3_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def qwen3_prompt(query: str, document: str, instruction: str | None = None) -> str:
+    """The prompt engine/templates/qwen3_reranker.jinja renders for one pair (a unit test holds the two
+    equal). Like the template's `default(default_instruction, true)`, an empty instruction means the default."""
+    return (QWEN3_PREFIX + "<Instruct>: " + (instruction or QWEN3_DEFAULT_INSTRUCTION) + "\n<Query>: " + query
+            + "\n<Document>: " + document + QWEN3_SUFFIX)
 
 
 class ModelTokenizer:
@@ -51,15 +63,26 @@ class ModelTokenizer:
             text = text[: min(end, len(text) - 1)]
         return text
 
+    def encode_prompts(self, query: str, documents: Sequence[str], *, instruction: str | None = None
+                       ) -> list[list[int]]:
+        """Token ids of each (query, document) prompt exactly as vLLM's /score builds them for an LLM
+        reranker served with our template: the whole rendered prompt tokenised as one string, with the
+        tokenizer's default special tokens (vLLM calls `tokenizer(prompt)` after rendering).
+
+        Raises: ValueError for a family that has no such prompt (only llm-reranker has).
+        """
+        if self.family.name != "llm-reranker":
+            raise ValueError(f"no prompt format for the {self.family.name} family")
+        prompts = [qwen3_prompt(query, d, instruction) for d in documents]
+        return [list(ids) for ids in self._tok(prompts)["input_ids"]]
+
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids))
 
     def pair_overhead(self, instruction: str | None) -> int:
         """Tokens a (query, document) pair costs beyond the query's and the document's own tokens."""
         if self.family.name == "llm-reranker":
-            frame = (QWEN3_PREFIX + "<Instruct>: " + (instruction or QWEN3_DEFAULT_INSTRUCTION) + "\n<Query>: "
-                     + "\n<Document>: " + QWEN3_SUFFIX)
-            return len(self.encode(frame)) + 2  # +2: merges across the joins
+            return len(self.encode(qwen3_prompt("", "", instruction))) + 2  # +2: merges across the joins
         if self.family.name == "cross-encoder":
             return int(self._tok.num_special_tokens_to_add(pair=True))
         return int(self._tok.num_special_tokens_to_add(pair=False))

@@ -42,6 +42,10 @@ class _Metrics:
                                     **gauge_mode)
         self.rejected = Counter("vllm_rerank_rejected_total", "Requests refused by backpressure or engine state",
                                 ["status", "reason"])
+        self.engine_requests = Counter(
+            "vllm_rerank_engine_requests_total",
+            "Calls to the engines by vLLM endpoint: score (texts; the engine templates and tokenises) or "
+            "classify (prompts the gateway tokenised, --pretokenize)", ["endpoint"])
         self.cache = Counter("vllm_rerank_score_cache_total", "Score cache lookups", ["result"])
         self.disconnects = Counter("vllm_rerank_client_disconnects_total",
                                    "Requests cancelled because the client went away")

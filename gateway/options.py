@@ -70,6 +70,12 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
      "32 x max-num-seqs x engines per worker)."),
     ("--score-cache-size", "RERANK_SCORE_CACHE_SIZE", int,
      "Entries of the (model, query, document, settings) score cache per worker; 0 = off."),
+    ("--pretokenize", "RERANK_PRETOKENIZE", str,
+     "auto or off. auto: for an LLM reranker served with the built-in Qwen3 template, the gateway renders and "
+     "tokenises each (query, document) prompt itself and sends token ids to vLLM's /classify instead of texts "
+     "to /score: same scores, and vLLM's single-threaded API server (the bottleneck on a GPU) no longer "
+     "templates and tokenises every pair. Requests that need truncation, chunking or raw scores, and other "
+     "models, always use /score. off: always /score."),
     ("--max-engine-crashes", "RERANK_MAX_ENGINE_CRASHES", int,
      "Crashes tolerated within --crash-window; one more marks the engine failed (health 503)."),
     ("--crash-window", "RERANK_CRASH_WINDOW", float, "Window for counting engine crashes, seconds."),
@@ -190,5 +196,7 @@ def _validate(s: Settings) -> None:
         raise SettingsError("--max-body-bytes must be at least 1024")
     if s.score_cache_size < 0:
         raise SettingsError("--score-cache-size must be >= 0")
+    if s.pretokenize not in ("auto", "off"):
+        raise SettingsError(f"--pretokenize/RERANK_PRETOKENIZE must be auto or off, got {s.pretokenize!r}")
     if s.device is not None and s.device not in ("cpu", "cuda"):
         raise SettingsError("--device must be cpu or cuda")

@@ -1,7 +1,9 @@
 """The bridge: RerankQuery → engine calls → RerankOutcome.
 
 Identical documents are scored once; very long lists are split into concurrent engine calls
-(which the registry may spread over several engines) and merged back in order.
+(which the registry may spread over several engines) and merged back in order. LLM-reranker
+prompts that need no truncation are rendered and tokenised here and sent as token ids
+(--pretokenize): the engine's single-threaded API server then only schedules them.
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ class RerankService:
 
     async def score_texts(
         self, query: str, texts: tuple[str, ...] | list[str], *, deadline: float, max_tokens_per_doc: int | None,
-        instruction: str | None, raw: bool,
+        instruction: str | None, raw: bool, prompt_tokenizer: ModelTokenizer | None = None,
     ) -> tuple[list[float], int]:
         """Raw engine scores aligned with `texts`, and prompt tokens (duplicates scored once;
-        cached pairs not at all)."""
+        cached pairs not at all). With `prompt_tokenizer` the prompts go to the engine as token
+        ids (same scores, so the cache does not tell the two apart)."""
         distinct = list(dict.fromkeys(texts))
         cached: dict[str, tuple[float, int]] = {}
         if self.cache.enabled:
@@ -95,8 +98,8 @@ class RerankService:
         parts = [distinct[i : i + self.split_size] for i in range(0, len(distinct), self.split_size)]
         batches: list[ScoreBatch] = await asyncio.gather(
             *(
-                self.client.score(query=query, documents=part, deadline=deadline,
-                                  max_tokens_per_doc=max_tokens_per_doc, instruction=instruction, raw=raw)
+                self._score_part(query, part, deadline=deadline, max_tokens_per_doc=max_tokens_per_doc,
+                                 instruction=instruction, raw=raw, prompt_tokenizer=prompt_tokenizer)
                 for part in parts
             )
         )
@@ -110,6 +113,35 @@ class RerankService:
             for t, score in fresh.items():
                 self.cache.put((*prefix, t), (score, per_pair))
         return [fresh[t] if t in fresh else cached[t][0] for t in texts], tokens
+
+    async def _score_part(
+        self, query: str, documents: list[str], *, deadline: float, max_tokens_per_doc: int | None,
+        instruction: str | None, raw: bool, prompt_tokenizer: ModelTokenizer | None,
+    ) -> ScoreBatch:
+        if prompt_tokenizer is not None:
+            # Off the event loop: tokenising a 1000-document request would stall every other request.
+            prompts = await run_in_threadpool(prompt_tokenizer.encode_prompts, query, documents,
+                                              instruction=instruction)
+            METRICS.engine_requests.labels("classify").inc()
+            return await self.client.score_tokens(prompts=prompts, deadline=deadline)
+        METRICS.engine_requests.labels("score").inc()
+        return await self.client.score(query=query, documents=documents, deadline=deadline,
+                                       max_tokens_per_doc=max_tokens_per_doc, instruction=instruction, raw=raw)
+
+    async def prompt_tokenizer(self, q: RerankQuery, engine: EngineView, plan: ScoringPlan) -> ModelTokenizer | None:
+        """The tokenizer to send this request's prompts with as token ids (vLLM /classify), or None
+        to send texts (/score).
+
+        Only where the ids are exactly what the engine would build from the texts: an LLM reranker
+        whose engine renders our own template with the model's tokenizer (every engine of a service
+        shares that configuration, so whichever the client picks agrees). Truncation and chunking
+        stay on /score, where the engine cuts each document (`max_tokens_per_doc`), and so do raw
+        scores (the two paths were proven equal for the activated probability only)."""
+        if (self.settings.pretokenize == "off" or engine.family != "llm-reranker"
+                or engine.prompt_format != "qwen3-reranker" or q.raw_scores
+                or plan.engine_max_tokens is not None or len(plan.texts) != len(q.texts)):
+            return None
+        return await self.tokenizer(engine)
 
     async def tokenizer(self, engine: EngineView) -> ModelTokenizer | None:
         model = str(engine.raw.get("model") or "")
@@ -220,10 +252,11 @@ class RerankService:
             # tokenizing documents is CPU work: off the event loop (fast tokenizers release the GIL)
             plan = await run_in_threadpool(self.plan, q, engine, tok)
         kind = engine.score_kind
+        prompt_tokenizer = await self.prompt_tokenizer(q, engine, plan)
         with self.admission.admit(len(plan.texts)):
             chunk_scores, tokens = await self.score_texts(
                 plan.query, plan.texts, deadline=deadline, max_tokens_per_doc=plan.engine_max_tokens,
-                instruction=q.instruction, raw=q.raw_scores,
+                instruction=q.instruction, raw=q.raw_scores, prompt_tokenizer=prompt_tokenizer,
             )
         if stats is not None:
             stats["tokens"] = tokens

@@ -22,7 +22,7 @@ from engine import (
     detect_family,
     detect_launch_mode,
 )
-from engine.config import TEMPLATE_DIR
+from engine.config import QWEN3_TEMPLATE
 
 __all__ = ["Settings", "SettingsError", "bundled_model_path", "SETTINGS_ENV"]
 
@@ -78,6 +78,7 @@ class Settings:
     max_documents: int = 10_000
     max_inflight_pairs: int | None = None
     score_cache_size: int = 0
+    pretokenize: str = "auto"
     engine_command: str | None = None
     max_engine_crashes: int = 5
     crash_window: float = 300.0
@@ -158,7 +159,7 @@ class Settings:
         device = self.resolved_device
         cpu = device == "cpu"
         hf_overrides = dict(QWEN3_RERANKER_OVERRIDES) if qwen3_original else None
-        template = str(TEMPLATE_DIR / "qwen3_reranker.jinja") if family.name == "llm-reranker" else None
+        template = str(QWEN3_TEMPLATE) if family.name == "llm-reranker" else None
         max_model_len = self.max_model_len
         if max_model_len is None and family.name == "llm-reranker":
             max_model_len = 8192  # Qwen3-Reranker's config says 40960: far more KV cache than reranking needs

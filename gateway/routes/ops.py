@@ -47,7 +47,8 @@ def health_body(rt: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _engine_public(raw: dict[str, Any]) -> dict[str, Any]:
-    keep = ("name", "url", "state", "pid", "restarts", "last_error", "family", "gpu_memory_utilization", "ready_since")
+    keep = ("name", "url", "state", "pid", "restarts", "last_error", "family", "prompt_format",
+            "gpu_memory_utilization", "ready_since")
     return {k: raw.get(k) for k in keep}
 
 

