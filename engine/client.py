@@ -114,12 +114,14 @@ class EngineClient:
         max_tokens_per_doc: int | None = None,
         instruction: str | None = None,
         raw: bool = False,
+        truncate_prompt_tokens: int | None = None,
     ) -> ScoreBatch:
         """Score every document against the query on one engine (vLLM `/score`: the engine renders
         and tokenises each pair).
 
         `deadline` is a `time.monotonic()` instant. `raw=True` asks a classifier for logits
-        (`use_activation: false`); embedding models always return cosine.
+        (`use_activation: false`); embedding models always return cosine. `truncate_prompt_tokens`
+        lets the engine's tokenizer truncate each pair to that many tokens in the same pass.
 
         Raises:
             EngineUnavailableError: no ready engine, or it stayed unreachable past the retry budget.
@@ -132,6 +134,8 @@ class EngineClient:
             body: dict[str, Any] = {"model": engine.served_model_name, "text_1": query, "text_2": documents}
             if max_tokens_per_doc:
                 body["max_tokens_per_doc"] = max_tokens_per_doc
+            if truncate_prompt_tokens:
+                body["truncate_prompt_tokens"] = truncate_prompt_tokens
             if instruction is not None:
                 body["instruction"] = instruction
             if raw and engine.score_kind == "probability":

@@ -37,13 +37,15 @@ __all__ = ["RerankService", "ScoringPlan"]
 @dataclass(frozen=True)
 class ScoringPlan:
     """What is sent to the engine: the (possibly truncated) query, one text per chunk, the
-    document each chunk belongs to, and the engine-side per-document token limit."""
+    document each chunk belongs to, the engine-side per-document token limit, and the pair window
+    the engine truncates to while it tokenises (cross-encoders: one pass, documents cut first)."""
 
     query: str
     texts: tuple[str, ...]
     owners: tuple[int, ...]
     engine_max_tokens: int | None
     warnings: tuple[str, ...]
+    engine_truncate: int | None = None
 
 
 class RerankService:
@@ -77,6 +79,7 @@ class RerankService:
     async def score_texts(
         self, query: str, texts: tuple[str, ...] | list[str], *, deadline: float, max_tokens_per_doc: int | None,
         instruction: str | None, raw: bool, prompt_tokenizer: ModelTokenizer | None = None,
+        truncate_to: int | None = None,
     ) -> tuple[list[float], int]:
         """Raw engine scores aligned with `texts`, and prompt tokens (duplicates scored once;
         cached pairs not at all). With `prompt_tokenizer` the prompts go to the engine as token
@@ -84,7 +87,7 @@ class RerankService:
         distinct = list(dict.fromkeys(texts))
         cached: dict[str, tuple[float, int]] = {}
         if self.cache.enabled:
-            prefix = (self.served_name, query, max_tokens_per_doc, instruction, raw)
+            prefix = (self.served_name, query, max_tokens_per_doc, truncate_to, instruction, raw)
             for t in distinct:
                 hit = self.cache.get((*prefix, t))
                 if hit is not None:
@@ -99,7 +102,8 @@ class RerankService:
         batches: list[ScoreBatch] = await asyncio.gather(
             *(
                 self._score_part(query, part, deadline=deadline, max_tokens_per_doc=max_tokens_per_doc,
-                                 instruction=instruction, raw=raw, prompt_tokenizer=prompt_tokenizer)
+                                 instruction=instruction, raw=raw, prompt_tokenizer=prompt_tokenizer,
+                                 truncate_to=truncate_to)
                 for part in parts
             )
         )
@@ -116,7 +120,7 @@ class RerankService:
 
     async def _score_part(
         self, query: str, documents: list[str], *, deadline: float, max_tokens_per_doc: int | None,
-        instruction: str | None, raw: bool, prompt_tokenizer: ModelTokenizer | None,
+        instruction: str | None, raw: bool, prompt_tokenizer: ModelTokenizer | None, truncate_to: int | None,
     ) -> ScoreBatch:
         if prompt_tokenizer is not None:
             # Off the event loop: tokenising a 1000-document request would stall every other request.
@@ -126,7 +130,8 @@ class RerankService:
             return await self.client.score_tokens(prompts=prompts, deadline=deadline)
         METRICS.engine_requests.labels("score").inc()
         return await self.client.score(query=query, documents=documents, deadline=deadline,
-                                       max_tokens_per_doc=max_tokens_per_doc, instruction=instruction, raw=raw)
+                                       max_tokens_per_doc=max_tokens_per_doc, instruction=instruction, raw=raw,
+                                       truncate_prompt_tokens=truncate_to)
 
     async def prompt_tokenizer(self, q: RerankQuery, engine: EngineView, plan: ScoringPlan) -> ModelTokenizer | None:
         """The tokenizer to send this request's prompts with as token ids (vLLM /classify), or None
@@ -139,7 +144,8 @@ class RerankService:
         scores (the two paths were proven equal for the activated probability only)."""
         if (self.settings.pretokenize == "off" or engine.family != "llm-reranker"
                 or engine.prompt_format != "qwen3-reranker" or q.raw_scores
-                or plan.engine_max_tokens is not None or len(plan.texts) != len(q.texts)):
+                or plan.engine_max_tokens is not None or plan.engine_truncate is not None
+                or len(plan.texts) != len(q.texts)):
             return None
         return await self.tokenizer(engine)
 
@@ -192,7 +198,7 @@ class RerankService:
                 query = tok.decode(qids[:query_limit])
                 warnings.append(f"query truncated from {len(qids)} to {query_limit} tokens (model limit {max_len})")
         qn = 0 if separate else len(tok.encode(query))
-        budget = max_len - overhead - qn
+        budget = window = max_len - overhead - qn
         if q.max_tokens_per_doc is not None:
             budget = min(budget, q.max_tokens_per_doc)
         budget = max(1, budget)
@@ -201,6 +207,13 @@ class RerankService:
         if not long_idx:
             return ScoringPlan(query, q.texts, owners, None, tuple(warnings))
         chunks = q.max_chunks_per_doc or 1
+        if (engine.family == "cross-encoder" and chunks == 1 and q.truncate
+                and budget >= window):
+            # Only the pair window limits the documents: the engine truncates in the one tokenizer
+            # pass it makes anyway (HF longest_first; the query is at most half the window, so only
+            # documents are cut, as in sentence-transformers). Tokenizing here to find the long ones
+            # costs as much CPU as the engine's own pass (measured on an H100: docs/gpu-performance.md).
+            return ScoringPlan(query, q.texts, owners, None, tuple(warnings), engine_truncate=max_len)
         ids_by_doc = dict(zip(long_idx, tok.encode_many([q.texts[i] for i in long_idx])))
         too_long = {i: ids for i, ids in ids_by_doc.items() if len(ids) > budget}
         if not too_long:
@@ -256,6 +269,7 @@ class RerankService:
         with self.admission.admit(len(plan.texts)):
             chunk_scores, tokens = await self.score_texts(
                 plan.query, plan.texts, deadline=deadline, max_tokens_per_doc=plan.engine_max_tokens,
+                truncate_to=plan.engine_truncate,
                 instruction=q.instruction, raw=q.raw_scores, prompt_tokenizer=prompt_tokenizer,
             )
         if stats is not None:

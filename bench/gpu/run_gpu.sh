@@ -125,6 +125,7 @@ bert-ab)
   svc_start bert1 --model $MODELS/bert-ce --engine-replicas 1 --workers 2 --gpu-memory-utilization 0.2 || continue
   $SVC smoke --model bert-ce
   E=$(engine_url bert1)
+  $SVC window --engine "$E" --model bert-ce --words $MODELS/bert-ce/words.txt
   smi_start bert-ab
   $BENCH --label "bert-ce, 1 engine: vLLM /rerank vs vLLM /score vs service /v1/rerank (same engine)" \
       --variant "vllm_rerank=rerank@$E/rerank" --variant "vllm_score=score@$E/score" \

@@ -4,6 +4,7 @@ dialects, list engine URLs/pids, summarise py-spy raw profiles and the Qwen3 MFU
 
   svc.py wait --pid PID [--url U] [--timeout S] [--out engines.json]
   svc.py smoke [--url U] [--model NAME]
+  svc.py window --engine E --words W [--model NAME]   (cross-encoder: window truncation == vLLM's own cut)
   svc.py pyspy FILE [--top 25]
   svc.py mfu --config MODEL/config.json --tokens-per-s X [--peak 800e12]
   svc.py smi FILE            (mean/max GPU utilisation of an nvidia-smi -l csv log)
@@ -101,6 +102,32 @@ def cmd_smoke(a: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_window(a: argparse.Namespace) -> int:
+    """Cross-encoder documents over the window: the service (engine-side `truncate_prompt_tokens`)
+    must score exactly what vLLM's own per-document cut (`max_tokens_per_doc`) scores on the same
+    engine. Word-level tokenizer: one token per word, [CLS] q [SEP] d [SEP] = 3 specials."""
+    import random
+    words = [w.strip() for w in open(a.words) if w.strip()]
+    rng = random.Random(3)
+    q = " ".join(rng.choices(words, k=40))
+    docs = [" ".join(rng.choices(words, k=n)) for n in (20, 480, 600, 1300)]
+    code, text = post(a.url + "/v1/rerank", {"model": a.model, "query": q, "documents": docs})
+    if code != 200:
+        print(f"window: service answered {code}: {text[:300]}")
+        return 1
+    got = {r["index"]: r["relevance_score"] for r in json.loads(text)["results"]}
+    code, text = post(a.engine + "/score", {"model": a.model, "text_1": q, "text_2": docs,
+                                            "max_tokens_per_doc": a.max_len - 3 - 40})
+    if code != 200:
+        print(f"window: engine answered {code}: {text[:300]}")
+        return 1
+    want = {d["index"]: d["score"] for d in json.loads(text)["data"]}
+    diff = max(abs(got[i] - want[i]) for i in range(len(docs)))
+    print(f"window truncation, service vs vLLM max_tokens_per_doc: {[round(got[i], 6) for i in range(4)]} vs "
+          f"{[round(want[i], 6) for i in range(4)]}: max |diff| {diff:.2e} -> {'OK' if diff < 1e-3 else 'DIFFERENT'}")
+    return 0 if diff < 1e-3 else 1
+
+
 def cmd_pyspy(a: argparse.Namespace) -> int:
     self_t: dict[str, int] = {}
     incl: dict[str, int] = {}
@@ -177,6 +204,12 @@ def main() -> int:
     s = sub.add_parser("smoke")
     s.add_argument("--url", default="http://127.0.0.1:8000")
     s.add_argument("--model", default=None)
+    wn = sub.add_parser("window")
+    wn.add_argument("--url", default="http://127.0.0.1:8000")
+    wn.add_argument("--engine", required=True)
+    wn.add_argument("--model", default=None)
+    wn.add_argument("--words", required=True)
+    wn.add_argument("--max-len", type=int, default=512)
     p = sub.add_parser("pyspy")
     p.add_argument("file")
     p.add_argument("--top", type=int, default=25)
@@ -187,7 +220,7 @@ def main() -> int:
     g = sub.add_parser("smi")
     g.add_argument("file")
     a = ap.parse_args()
-    return {"wait": cmd_wait, "smoke": cmd_smoke, "pyspy": cmd_pyspy, "mfu": cmd_mfu, "smi": cmd_smi}[a.cmd](a)
+    return {"wait": cmd_wait, "smoke": cmd_smoke, "window": cmd_window, "pyspy": cmd_pyspy, "mfu": cmd_mfu, "smi": cmd_smi}[a.cmd](a)
 
 
 if __name__ == "__main__":

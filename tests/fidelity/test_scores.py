@@ -126,3 +126,31 @@ def test_reference_sees_the_trailing_newline(qwen3_ref, words) -> None:  # type:
         for d in docs
     ]
     assert min(diffs) > 1e-3, diffs
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
+def test_cross_encoder_window_truncation_matches_sentence_transformers(bert_service, bert_ref, words, path) -> None:  # type: ignore[no-untyped-def]
+    """Documents longer than the model window (max-model-len 512), no max_tokens_per_doc: scored as
+    sentence-transformers' CrossEncoder scores them, tokenizer(query, doc, truncation=True,
+    max_length=512), the query whole and the document cut. The engine truncates in its own
+    tokenizer pass (`truncate_prompt_tokens`), so the gateway tokenizes nothing."""
+    import torch
+
+    from tests.fidelity.conftest import MAX_MODEL_LEN
+
+    rng = random.Random(5)
+    query = _text(rng, words, 40, newlines=False)
+    docs = [_text(rng, words, n) for n in (20, 480, 600, 1300)]
+    data = rerank(bert_service, query, docs, path=path)
+    got = by_index(data)
+    tok, model = bert_ref.tokenizer, bert_ref.model
+    want = []
+    for d in docs:
+        enc = tok(query, d, truncation=True, max_length=MAX_MODEL_LEN, return_tensors="pt")
+        assert enc["input_ids"].shape[1] <= MAX_MODEL_LEN
+        with torch.no_grad():
+            want.append(sigmoid(model(**enc).logits[0, 0].item()))
+    scores = [got[i]["relevance_score"] for i in range(len(docs))]
+    assert _max_diff(scores, want) < TOL, (scores, want)
+    # where the cut falls is visible: a shorter cut scores differently
+    assert abs(bert_ref.score_truncated(query, docs[2], 300).relevance - want[2]) > 1e-4

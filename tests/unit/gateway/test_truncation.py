@@ -1,9 +1,12 @@
-"""Encoder truncation happens in the gateway, exactly, and the engine gets plain text.
+"""Encoder truncation never makes the engine tokenize a document twice.
 
 vLLM's `max_tokens_per_doc` makes the engine's single-threaded API server tokenize every
 document twice (truncate, then the pair); on an H100 that cost the service 23-42% of direct
-throughput (docs/gpu-performance.md). So the gateway cuts too-long documents itself, with the
-model's real WordPiece tokenizer, and never sends the limit for encoders."""
+throughput (docs/gpu-performance.md). So encoders never get it:
+- cross-encoders limited only by the window get `truncate_prompt_tokens` (the engine's one
+  tokenizer pass truncates, as sentence-transformers does);
+- a tighter `max_tokens_per_doc`, and bi-encoders, are cut here, exactly, with the model's real
+  WordPiece tokenizer, and the engine gets the cut text."""
 
 from __future__ import annotations
 
@@ -34,8 +37,13 @@ def sent() -> list[dict[str, Any]]:
     return []
 
 
+@pytest.fixture(params=["cross-encoder", "bi-encoder"])
+def family(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture()
-def client(bundled_model_path: str, sent: list[dict[str, Any]]) -> TestClient:
+def client(bundled_model_path: str, sent: list[dict[str, Any]], family: str) -> TestClient:
     def engine(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
         req = orjson.loads(body or b"{}")
         sent.append(req)
@@ -44,7 +52,7 @@ def client(bundled_model_path: str, sent: list[dict[str, Any]]) -> TestClient:
                                   "usage": {"prompt_tokens": 1}})
 
     registry = EngineRegistry(static=[{"url": "http://engine", "state": "ready", "served_model_name": "m",
-                                       "score_kind": "probability", "family": "cross-encoder",
+                                       "score_kind": "probability", "family": family,
                                        "max_model_len": MAX_LEN, "model": bundled_model_path}])
     app = create_app(Settings(), registry=registry, engine_transport=CallableTransport(engine))
     with TestClient(app) as c:
@@ -64,8 +72,7 @@ def test_truncate_matches_the_first_tokens(bundled_model_path: str, hf_tok: Any)
     assert tok.truncate(text, 0) == ""
 
 
-def test_too_long_documents_are_cut_here_not_in_the_engine(client: TestClient, hf_tok: Any,
-                                                          sent: list[dict[str, Any]]) -> None:
+def test_too_long_documents(client: TestClient, hf_tok: Any, sent: list[dict[str, Any]], family: str) -> None:
     query = "which documents are long"
     docs = ["short one", WORDS * 6, "another short one", "different start, " + WORDS * 3]
     r = client.post("/v1/rerank", json={"query": query, "documents": docs})
@@ -73,18 +80,35 @@ def test_too_long_documents_are_cut_here_not_in_the_engine(client: TestClient, h
     (req,) = sent
     assert "max_tokens_per_doc" not in req
     assert req["text_1"] == query
-    got = req["text_2"]
-    assert got[0] == docs[0] and got[2] == docs[2]
-    budget = MAX_LEN - hf_tok.num_special_tokens_to_add(pair=True) - len(hf_tok(query, add_special_tokens=False)["input_ids"])
-    for i in (1, 3):
-        assert got[i] != docs[i] and docs[i].startswith(got[i])
-        assert hf_tok(got[i], add_special_tokens=False)["input_ids"] == \
-            hf_tok(docs[i], add_special_tokens=False)["input_ids"][:budget]
-        assert len(hf_tok(query, got[i])["input_ids"]) == MAX_LEN  # the window, filled exactly
+    if family == "cross-encoder":  # the engine truncates the pair in its one tokenizer pass
+        assert req["text_2"] == docs and req["truncate_prompt_tokens"] == MAX_LEN
+        return
+    assert "truncate_prompt_tokens" not in req
+    _assert_cut(hf_tok, docs, req["text_2"], cut=(1, 3), budget=MAX_LEN - 2)  # [CLS] d [SEP]
 
 
-def test_documents_that_fit_by_tokens_are_sent_as_they_are(client: TestClient, sent: list[dict[str, Any]]) -> None:
-    # over the byte bound (so the tokenizer runs) but within the token budget: untouched
+def test_a_tighter_doc_limit_is_cut_here(client: TestClient, hf_tok: Any, sent: list[dict[str, Any]]) -> None:
+    docs = ["short one", WORDS * 6, "another short one", "different start, " + WORDS * 3]
+    r = client.post("/v2/rerank", json={"model": "m", "query": "q", "documents": docs, "max_tokens_per_doc": 20})
+    assert r.status_code == 200, r.text
+    (req,) = sent
+    assert "max_tokens_per_doc" not in req and "truncate_prompt_tokens" not in req
+    _assert_cut(hf_tok, docs, req["text_2"], cut=(1, 3), budget=20)
+
+
+def _assert_cut(hf_tok: Any, docs: list[str], got: list[str], *, cut: tuple[int, ...], budget: int) -> None:
+    for i, (doc, sent_doc) in enumerate(zip(docs, got, strict=True)):
+        if i not in cut:
+            assert sent_doc == doc
+            continue
+        assert sent_doc != doc and doc.startswith(sent_doc)
+        assert hf_tok(sent_doc, add_special_tokens=False)["input_ids"] == \
+            hf_tok(doc, add_special_tokens=False)["input_ids"][:budget]
+
+
+def test_documents_that_fit_by_tokens_are_sent_as_they_are(client: TestClient, sent: list[dict[str, Any]],
+                                                           family: str) -> None:
+    # over the byte bound but within the token budget: untouched
     doc = "tokenization " * 30
     r = client.post("/v1/rerank", json={"query": "q", "documents": [doc]})
     assert r.status_code == 200, r.text
