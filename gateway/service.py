@@ -228,7 +228,7 @@ class RerankService:
                 return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
             # Encoders: cut the too-long documents here, exactly as vLLM's max_tokens_per_doc would.
             # Leaving it to the engine costs its single-threaded API server a second tokenization of
-            # every document (measured on an H100: 0.58-0.77x direct throughput; docs/gpu-performance.md).
+            # every document (measured on an H100: 0.58-0.83x direct throughput; docs/gpu-performance.md).
             cut = list(q.texts)
             for i in too_long:
                 cut[i] = tok.truncate(cut[i], budget)

@@ -9,6 +9,7 @@
 #   run_gpu.sh replicas      service with --engine-replicas 6 (then 8): pairs/s vs one engine, CPU per process
 #                            group, py-spy profiles of a gateway worker / engine API server / EngineCore
 #   run_gpu.sh qwen          service (qwen3-rr, preset overrides + template, sized GPU memory): A/B + MFU
+#   run_gpu.sh qwen-replicas service with qwen3-rr over --engine-replicas 4 (QWEN_REPLICA_SPECS) vs one engine
 #   run_gpu.sh levers        bert-ce replicas with --api-server-count 2 (pass-through) / more gateway workers
 #
 # Staging here first: bash bench/gpu/stage_extra.sh. Then, back to back on one warm machine
@@ -202,6 +203,24 @@ for v in sorted({r["variant"] for r in rows}):
     subprocess.run([sys.executable, "bench/gpu/svc.py", "mfu", "--config", sys.argv[2], "--tokens-per-s", str(best["tokens_per_s"])])
 EOF
   svc_stop qwen
+  ;;
+qwen-replicas)
+  # the LLM reranker over several engines on one GPU (each with its share of the memory)
+  for spec in ${QWEN_REPLICA_SPECS:-4:4}; do
+    n=${spec%%:*}; w=${spec##*:}
+    [ $(left) -lt 240 ] && { stamp "skip qwen replicas $spec: time"; continue; }
+    stamp "qwen-replicas: $n engines of qwen3-rr on one GPU, $w gateway workers"
+    svc_start qrep$n --model $MODELS/qwen3-rr --engine-replicas $n --workers $w \
+        --gpu-memory-utilization ${QWEN_REPLICA_UTIL:-0.6} || continue
+    E=$(engine_url qrep$n 0)
+    smi_start qrep$n
+    $BENCH --label "qwen3-rr, $n engines, $w gateway workers: one engine direct (/score) vs service over all" \
+        --variant "one_vllm=score@$E/score" --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" \
+        --model qwen3-rr --words $MODELS/qwen3-rr/words.txt --sizes 100 --conc ${QWEN_REPLICA_CONC:-32,64} \
+        --doc-words 100 --rounds 2 --duration-s 12 --proc-cpu --budget-s 150 --json "$OUTDIR/bench_qrep$n.json" | grep -v '^{'
+    smi_stop qrep$n
+    svc_stop qrep$n
+  done
   ;;
 levers)
   # what could pass the host-core ceiling: more API servers per engine, more gateway workers

@@ -1,7 +1,7 @@
 """Encoder truncation never makes the engine tokenize a document twice.
 
 vLLM's `max_tokens_per_doc` makes the engine's single-threaded API server tokenize every
-document twice (truncate, then the pair); on an H100 that cost the service 23-42% of direct
+document twice (truncate, then the pair); on an H100 that cost the service 17-42% of direct
 throughput (docs/gpu-performance.md). So encoders never get it:
 - cross-encoders limited only by the window get `truncate_prompt_tokens` (the engine's one
   tokenizer pass truncates, as sentence-transformers does);
