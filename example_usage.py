@@ -23,16 +23,19 @@ import time
 
 import httpx
 
-WORDS = ("rerank query document search engine model vector score gravity capital city river mountain planet "
-         "energy market price music history science language library teacher student network server data").split()
+WORDS = (
+    "rerank query document search engine model vector score gravity capital city river mountain planet "
+    "energy market price music history science language library teacher student network server data"
+).split()
 
 
 def make_docs(n: int, rng: random.Random) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(12)) + f" #{i}" for i in range(n)]
 
 
-async def level(client: httpx.AsyncClient, model: str, conc: int, docs: int, duration: float,
-                seed: int) -> dict[str, float]:
+async def level(
+    client: httpx.AsyncClient, model: str, conc: int, docs: int, duration: float, seed: int
+) -> dict[str, float]:
     rng = random.Random(seed)
     documents = make_docs(docs, rng)
     latencies: list[float] = []
@@ -45,8 +48,12 @@ async def level(client: httpx.AsyncClient, model: str, conc: int, docs: int, dur
         nonlocal errors, first_error, counter
         while time.perf_counter() < end:
             counter += 1
-            body = {"model": model, "query": f"which document mentions {rng.choice(WORDS)}? ({seed}-{counter})",
-                    "documents": documents, "top_n": 5}
+            body = {
+                "model": model,
+                "query": f"which document mentions {rng.choice(WORDS)}? ({seed}-{counter})",
+                "documents": documents,
+                "top_n": 5,
+            }
             t = time.perf_counter()
             try:
                 r = await client.post("/v2/rerank", json=body)
@@ -72,9 +79,17 @@ async def level(client: httpx.AsyncClient, model: str, conc: int, docs: int, dur
 
     if first_error:
         print(f"  first error at concurrency {conc}: {first_error}", file=sys.stderr)
-    return {"concurrency": conc, "requests": len(lat), "errors": errors, "rps": len(lat) / wall,
-            "pairs_s": len(lat) * docs / wall, "p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99),
-            "mean": statistics.fmean(lat) * 1000 if lat else float("nan")}
+    return {
+        "concurrency": conc,
+        "requests": len(lat),
+        "errors": errors,
+        "rps": len(lat) / wall,
+        "pairs_s": len(lat) * docs / wall,
+        "p50": pct(0.5),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "mean": statistics.fmean(lat) * 1000 if lat else float("nan"),
+    }
 
 
 async def run(a: argparse.Namespace) -> int:
@@ -101,13 +116,18 @@ async def run(a: argparse.Namespace) -> int:
         for i, c in enumerate(a.concurrency):
             r = await level(client, model, c, a.docs, a.duration, seed=i + 1)
             rows.append(r)
-            print(f"{c:>5} {r['requests']:>9} {r['errors']:>6} {r['rps']:>9.2f} {r['pairs_s']:>10.1f} "
-                  f"{r['p50']:>9.1f} {r['p95']:>9.1f} {r['p99']:>9.1f}", flush=True)
+            print(
+                f"{c:>5} {r['requests']:>9} {r['errors']:>6} {r['rps']:>9.2f} {r['pairs_s']:>10.1f} "
+                f"{r['p50']:>9.1f} {r['p95']:>9.1f} {r['p99']:>9.1f}",
+                flush=True,
+            )
     best = max(rows, key=lambda r: r["pairs_s"])
     base_rps = rows[0]["pairs_s"] or float("nan")
-    print(f"\nsummary: best throughput {best['pairs_s']:.1f} pairs/s ({best['rps']:.2f} req/s) at concurrency "
-          f"{best['concurrency']}, {best['pairs_s'] / base_rps:.2f}× concurrency {rows[0]['concurrency']}; "
-          f"p50 there {best['p50']:.1f} ms; errors {sum(r['errors'] for r in rows)}")
+    print(
+        f"\nsummary: best throughput {best['pairs_s']:.1f} pairs/s ({best['rps']:.2f} req/s) at concurrency "
+        f"{best['concurrency']}, {best['pairs_s'] / base_rps:.2f}× concurrency {rows[0]['concurrency']}; "
+        f"p50 there {best['p50']:.1f} ms; errors {sum(r['errors'] for r in rows)}"
+    )
     return 0 if all(r["requests"] for r in rows) else 1
 
 

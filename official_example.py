@@ -36,8 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://localhost:8000", help="base URL of the service")
     p.add_argument("--model", default=None, help="model name to send (default: the one /health reports)")
-    p.add_argument("--instruction", default=TASK,
-                   help="task instruction for LLM rerankers (default: the model card's); '' sends none")
+    p.add_argument(
+        "--instruction",
+        default=TASK,
+        help="task instruction for LLM rerankers (default: the model card's); '' sends none",
+    )
     p.add_argument("--timeout", type=float, default=120.0)
     a = p.parse_args(argv)
     base = a.url.rstrip("/")
@@ -49,15 +52,16 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         info = health.json() if health.headers.get("content-type", "").startswith("application/json") else {}
         if health.status_code != 200:
-            print(f"error: {base}/health answered {health.status_code} (status {info.get('status')!r}); "
-                  "wait for the engine to be ready", file=sys.stderr)
+            print(
+                f"error: {base}/health answered {health.status_code} (status {info.get('status')!r}); "
+                "wait for the engine to be ready",
+                file=sys.stderr,
+            )
             return 1
         model = a.model or info.get("model") or "default"
-        print(f"service {base}: model {model} ({info.get('family') or 'unknown family'}, "
-              f"{info.get('device') or '?'})")
+        print(f"service {base}: model {model} ({info.get('family') or 'unknown family'}, {info.get('device') or '?'})")
         for query in QUERIES:
-            body: dict[str, object] = {"model": model, "query": query, "documents": DOCUMENTS,
-                                       "return_documents": True}
+            body: dict[str, object] = {"model": model, "query": query, "documents": DOCUMENTS, "return_documents": True}
             if a.instruction:
                 body["instruction"] = a.instruction
             start = time.perf_counter()
@@ -70,12 +74,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nquery: {query!r}  ({ms:.1f} ms)")
             for rank, item in enumerate(data["results"], 1):
                 text = DOCUMENTS[item["index"]]
-                print(f"  {rank}. score {item['relevance_score']:.4f}  doc[{item['index']}] {text[:70]!r}"
-                      f"{'...' if len(text) > 70 else ''}")
+                print(
+                    f"  {rank}. score {item['relevance_score']:.4f}  doc[{item['index']}] {text[:70]!r}"
+                    f"{'...' if len(text) > 70 else ''}"
+                )
             top = data["results"][0]["index"]
             expected = QUERIES.index(query)
-            print(f"  top document is {'the expected one' if top == expected else 'NOT the expected one'} "
-                  f"(doc[{expected}])")
+            print(
+                f"  top document is {'the expected one' if top == expected else 'NOT the expected one'} "
+                f"(doc[{expected}])"
+            )
         # the card's own pairing: query i with document i, in one request per pair
         print("\nmodel card pairs (query i, document i):")
         for query, doc in zip(QUERIES, DOCUMENTS):

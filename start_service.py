@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     if settings.port and not _port_free(settings.host, settings.port):
-        print(f"error: cannot start: port {settings.port} on {settings.host} is already in use (--port/PORT)",
-              file=sys.stderr)
+        print(
+            f"error: cannot start: port {settings.port} on {settings.host} is already in use (--port/PORT)",
+            file=sys.stderr,
+        )
         return 1
     if settings.engine_urls:
         ports: list[int] = []
@@ -80,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                 ports.append(p)
     for engine_port in ports:
         if not _port_free("127.0.0.1", engine_port):
-            print(f"error: cannot start the engine: port {engine_port} is already in use (--engine-port)",
-                  file=sys.stderr)
+            print(
+                f"error: cannot start the engine: port {engine_port} is already in use (--engine-port)", file=sys.stderr
+            )
             return 1
 
     runtime_dir = Path(settings.runtime_dir or tempfile.mkdtemp(prefix="vllm-rerank-"))
@@ -95,8 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.app import STATE_FILE_ENV
 
     configs = settings.engine_configs(ports)
-    log.info("service_config model=%s device=%s workers=%d engines=%s", config_probe, settings.resolved_device,
-             settings.workers, ",".join([c.url for c in configs] + list(settings.engine_urls)))
+    log.info(
+        "service_config model=%s device=%s workers=%d engines=%s",
+        config_probe,
+        settings.resolved_device,
+        settings.workers,
+        ",".join([c.url for c in configs] + list(settings.engine_urls)),
+    )
 
     supervisors: list[EngineSupervisor | ExternalEngine] = []
 
@@ -104,16 +112,24 @@ def main(argv: list[str] | None = None) -> int:
         publish_state(state_path, [s.snapshot() for s in supervisors], gateway_pid=os.getpid())
 
     supervisors.extend(
-        EngineSupervisor(c, ready_timeout_s=settings.ready_timeout, stop_grace_s=settings.stop_grace,
-                         on_change=publish,
-                         policy=RestartPolicy(cap_s=settings.restart_backoff_cap,
-                                              max_crashes=settings.max_engine_crashes, window_s=settings.crash_window))
+        EngineSupervisor(
+            c,
+            ready_timeout_s=settings.ready_timeout,
+            stop_grace_s=settings.stop_grace,
+            on_change=publish,
+            policy=RestartPolicy(
+                cap_s=settings.restart_backoff_cap,
+                max_crashes=settings.max_engine_crashes,
+                window_s=settings.crash_window,
+            ),
+        )
         for c in configs
     )
     family = FAMILIES[settings.model_family] if settings.model_family else None
     supervisors.extend(
-        ExternalEngine(url, name=f"external{i}", family=family, served_model_name=settings.served_model_name,
-                       on_change=publish)
+        ExternalEngine(
+            url, name=f"external{i}", family=family, served_model_name=settings.served_model_name, on_change=publish
+        )
         for i, url in enumerate(settings.engine_urls)
     )
     publish()

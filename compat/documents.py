@@ -20,7 +20,10 @@ def _field_text(value: Any) -> str:
 
 
 def document_texts(
-    documents: Sequence[Any], *, rank_fields: Sequence[str] | None = None, max_documents: int = MAX_DOCUMENTS,
+    documents: Sequence[Any],
+    *,
+    rank_fields: Sequence[str] | None = None,
+    max_documents: int = MAX_DOCUMENTS,
     param: str = "documents",
 ) -> tuple[str, ...]:
     """The text to score for each document.
@@ -35,9 +38,7 @@ def document_texts(
     if len(documents) == 0:
         raise CompatError(f"invalid request: list of {param} must not be empty", param=param)
     if len(documents) > max_documents:
-        raise CompatError(
-            f"invalid request: too many {param}: {len(documents)} > {max_documents} allowed", param=param
-        )
+        raise CompatError(f"invalid request: too many {param}: {len(documents)} > {max_documents} allowed", param=param)
     out: list[str] = []
     for i, doc in enumerate(documents):
         if isinstance(doc, str):
@@ -60,8 +61,9 @@ def document_texts(
                     param=f"{param}[{i}]",
                 )
         else:
-            raise CompatError(f"invalid request: document at index {i} must be a string or an object",
-                              param=f"{param}[{i}]")
+            raise CompatError(
+                f"invalid request: document at index {i} must be a string or an object", param=f"{param}[{i}]"
+            )
         if not text or text.isspace():
             raise CompatError(f"invalid request: document at index {i} cannot be empty", param=f"{param}[{i}]")
         out.append(text)

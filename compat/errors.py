@@ -44,17 +44,27 @@ ERROR_TYPES = {
     504: "timeout_error",
 }
 
-_TEI_TYPES = {400: "Empty", 401: "Unauthorized", 413: "Validation", 422: "Validation", 429: "Overloaded",
-              503: "Unhealthy", 504: "Backend"}
+_TEI_TYPES = {
+    400: "Empty",
+    401: "Unauthorized",
+    413: "Validation",
+    422: "Validation",
+    429: "Overloaded",
+    503: "Unhealthy",
+    504: "Backend",
+}
 
 
-def error_body(
-    *, dialect: str, status: int, message: str, request_id: str, param: str | None = None
-) -> dict[str, Any]:
+def error_body(*, dialect: str, status: int, message: str, request_id: str, param: str | None = None) -> dict[str, Any]:
     """The JSON error body for `dialect` ('tei' or anything else: the superset envelope)."""
     if dialect == "tei":
-        return {"error": message, "error_type": _TEI_TYPES.get(status, "Validation" if status < 500 else "Backend"),
-                "message": message, "detail": message, "id": request_id}
+        return {
+            "error": message,
+            "error_type": _TEI_TYPES.get(status, "Validation" if status < 500 else "Backend"),
+            "message": message,
+            "detail": message,
+            "id": request_id,
+        }
     return {
         "id": request_id,
         "message": message,

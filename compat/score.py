@@ -129,9 +129,7 @@ def parse_score(req: ScoreRequest) -> ScorePlan:
     return ScorePlan(groups=groups, size=len(texts), raw=raw)
 
 
-def render_score(
-    plan: ScorePlan, outcomes: Sequence[RerankOutcome], *, created: int | None = None
-) -> dict[str, Any]:
+def render_score(plan: ScorePlan, outcomes: Sequence[RerankOutcome], *, created: int | None = None) -> dict[str, Any]:
     """`outcomes[i]` answers `plan.groups[i]` (all items, no top_n)."""
     scores = [0.0] * plan.size
     tokens = 0

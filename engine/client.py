@@ -130,6 +130,7 @@ class EngineClient:
             EngineRejectedError: the engine refused the input (its message).
             EngineProtocolError: an unreadable answer.
         """
+
         def request(engine: EngineView) -> tuple[str, dict[str, Any]]:
             body: dict[str, Any] = {"model": engine.served_model_name, "text_1": query, "text_2": documents}
             if max_tokens_per_doc:
@@ -152,6 +153,7 @@ class EngineClient:
 
         Raises: as `score()`.
         """
+
         def request(engine: EngineView) -> tuple[str, dict[str, Any]]:
             return "/classify", {"model": engine.served_model_name, "input": prompts}
 
@@ -199,8 +201,9 @@ class EngineClient:
             raise exc.cause from None
         raise last or EngineUnavailableError("engine unavailable")  # pragma: no cover
 
-    async def _call_once(self, engine: EngineView, request: _Request, parse: _Parse, n: int, deadline: float
-                         ) -> ScoreBatch:
+    async def _call_once(
+        self, engine: EngineView, request: _Request, parse: _Parse, n: int, deadline: float
+    ) -> ScoreBatch:
         path, body = request(engine)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -208,7 +211,9 @@ class EngineClient:
         self.registry.acquire(engine.url, n)
         try:
             status, content = await self._http.post(
-                f"{engine.url}{path}", orjson.dumps(body), timeout=remaining,
+                f"{engine.url}{path}",
+                orjson.dumps(body),
+                timeout=remaining,
                 connect_timeout=min(self.connect_timeout_s, remaining),
             )
         except (ConnectFailed, ConnectionLost) as exc:

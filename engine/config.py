@@ -17,8 +17,7 @@ from pathlib import Path
 
 from engine.families import ModelFamily
 
-__all__ = ["EngineConfig", "LaunchMode", "detect_launch_mode", "detect_device", "TEMPLATE_DIR",
-           "QWEN3_TEMPLATE"]
+__all__ = ["EngineConfig", "LaunchMode", "detect_launch_mode", "detect_device", "TEMPLATE_DIR", "QWEN3_TEMPLATE"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 QWEN3_TEMPLATE = TEMPLATE_DIR / "qwen3_reranker.jinja"

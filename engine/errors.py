@@ -1,12 +1,12 @@
 """Errors raised by the engine layer.
 
-    EngineError
-    ├── EngineStartError          the engine process could not be started (cause in one line)
-    ├── EngineUnavailableError    no ready engine (starting, restarting, failed, connect refused)
-    │   └── EngineOverloadedError the engine said it is saturated (queue limits)
-    ├── EngineTimeoutError        the engine did not answer within the deadline
-    ├── EngineRejectedError       the engine refused the request as invalid (4xx; not retried)
-    └── EngineProtocolError       the engine answered something we cannot read
+EngineError
+├── EngineStartError          the engine process could not be started (cause in one line)
+├── EngineUnavailableError    no ready engine (starting, restarting, failed, connect refused)
+│   └── EngineOverloadedError the engine said it is saturated (queue limits)
+├── EngineTimeoutError        the engine did not answer within the deadline
+├── EngineRejectedError       the engine refused the request as invalid (4xx; not retried)
+└── EngineProtocolError       the engine answered something we cannot read
 """
 
 from __future__ import annotations

@@ -66,10 +66,20 @@ class ExternalEngine:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "name": self.name, "url": self.url, "model": self.model, "served_model_name": self.served_model_name,
-            "family": self.family.name, "score_kind": self.family.score_kind, "state": self.state, "pid": None,
-            "restarts": self.restarts, "last_error": self.last_error, "gpu_memory_utilization": None,
-            "ready_since": self.ready_since, "managed": False, "max_model_len": self.max_model_len,
+            "name": self.name,
+            "url": self.url,
+            "model": self.model,
+            "served_model_name": self.served_model_name,
+            "family": self.family.name,
+            "score_kind": self.family.score_kind,
+            "state": self.state,
+            "pid": None,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "gpu_memory_utilization": None,
+            "ready_since": self.ready_since,
+            "managed": False,
+            "max_model_len": self.max_model_len,
             "prompt_format": None,  # its template is unknown: prompts are always sent as text
         }
 
@@ -86,8 +96,9 @@ class ExternalEngine:
 
     def _set(self, state: str, error: str | None = None) -> None:
         if state != self.state:
-            log.info("engine_state name=%s url=%s state=%s%s", self.name, self.url, state,
-                     f" error={error}" if error else "")
+            log.info(
+                "engine_state name=%s url=%s state=%s%s", self.name, self.url, state, f" error={error}" if error else ""
+            )
             if state == "ready" and self.state == "unreachable":
                 self.restarts += 1
         self.state = state

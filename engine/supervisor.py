@@ -160,8 +160,12 @@ class EngineSupervisor:
                 cause, line = classify_failure(list(proc.tail))
                 return EngineStartError(f"engine exited with code {rc} during start ({cause}): {line}", cause=cause)
             if self._healthy(client):
-                log.info("engine_ready name=%s url=%s after=%.1fs", self.config.name, self.config.url,
-                         time.monotonic() - proc.started_at)
+                log.info(
+                    "engine_ready name=%s url=%s after=%.1fs",
+                    self.config.name,
+                    self.config.url,
+                    time.monotonic() - proc.started_at,
+                )
                 return None
             if time.monotonic() > deadline:
                 return EngineStartError(
@@ -169,8 +173,12 @@ class EngineSupervisor:
                     cause="timeout",
                 )
             if time.monotonic() > next_note:
-                log.info("engine_loading name=%s elapsed=%.0fs last=%s", self.config.name,
-                         time.monotonic() - proc.started_at, (proc.tail[-1][:160] if proc.tail else ""))
+                log.info(
+                    "engine_loading name=%s elapsed=%.0fs last=%s",
+                    self.config.name,
+                    time.monotonic() - proc.started_at,
+                    (proc.tail[-1][:160] if proc.tail else ""),
+                )
                 next_note = time.monotonic() + 15
             self._stop.wait(0.25)
         return EngineStartError("stopped during start", cause="stopped")
@@ -223,8 +231,12 @@ class EngineSupervisor:
                     if first and err.cause == "out_of_memory" and self.config.device != "cpu" and not oom_retried:
                         util = self.config.gpu_memory_utilization or 0.92
                         lower = round(max(0.1, util - 0.15), 2)
-                        log.warning("engine_oom_retry name=%s gpu_memory_utilization %.2f -> %.2f", self.config.name,
-                                    util, lower)
+                        log.warning(
+                            "engine_oom_retry name=%s gpu_memory_utilization %.2f -> %.2f",
+                            self.config.name,
+                            util,
+                            lower,
+                        )
                         self.config = self.config.with_(gpu_memory_utilization=lower)
                         oom_retried = True
                         continue
@@ -252,8 +264,12 @@ class EngineSupervisor:
                     log.error("engine_exited name=%s rc=%s cause=%s last=%s", self.config.name, rc, cause, line)
                     self.policy.record_crash(time.monotonic())
                 if self.policy.exhausted:
-                    log.error("engine_failed name=%s reason=too_many_crashes crashes=%d window=%.0fs",
-                              self.config.name, self.policy.max_crashes + 1, self.policy.window_s)
+                    log.error(
+                        "engine_failed name=%s reason=too_many_crashes crashes=%d window=%.0fs",
+                        self.config.name,
+                        self.policy.max_crashes + 1,
+                        self.policy.window_s,
+                    )
                     self._set(EngineState.FAILED)
                     return
                 self.restarts += 1

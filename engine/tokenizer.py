@@ -17,8 +17,14 @@ from typing import Any
 
 from engine.families import ModelFamily
 
-__all__ = ["ModelTokenizer", "load_tokenizer", "qwen3_prompt", "QWEN3_PREFIX", "QWEN3_SUFFIX",
-           "QWEN3_DEFAULT_INSTRUCTION"]
+__all__ = [
+    "ModelTokenizer",
+    "load_tokenizer",
+    "qwen3_prompt",
+    "QWEN3_PREFIX",
+    "QWEN3_SUFFIX",
+    "QWEN3_DEFAULT_INSTRUCTION",
+]
 
 log = logging.getLogger("vllm_rerank.engine")
 
@@ -33,8 +39,16 @@ QWEN3_DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passage
 def qwen3_prompt(query: str, document: str, instruction: str | None = None) -> str:
     """The prompt engine/templates/qwen3_reranker.jinja renders for one pair (a unit test holds the two
     equal). Like the template's `default(default_instruction, true)`, an empty instruction means the default."""
-    return (QWEN3_PREFIX + "<Instruct>: " + (instruction or QWEN3_DEFAULT_INSTRUCTION) + "\n<Query>: " + query
-            + "\n<Document>: " + document + QWEN3_SUFFIX)
+    return (
+        QWEN3_PREFIX
+        + "<Instruct>: "
+        + (instruction or QWEN3_DEFAULT_INSTRUCTION)
+        + "\n<Query>: "
+        + query
+        + "\n<Document>: "
+        + document
+        + QWEN3_SUFFIX
+    )
 
 
 class ModelTokenizer:
@@ -63,8 +77,9 @@ class ModelTokenizer:
             text = text[: min(end, len(text) - 1)]
         return text
 
-    def encode_prompts(self, query: str, documents: Sequence[str], *, instruction: str | None = None
-                       ) -> list[list[int]]:
+    def encode_prompts(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+    ) -> list[list[int]]:
         """Token ids of each (query, document) prompt exactly as vLLM's /score builds them for an LLM
         reranker served with our template: the whole rendered prompt tokenised as one string, with the
         tokenizer's default special tokens (vLLM calls `tokenizer(prompt)` after rendering).

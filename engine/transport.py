@@ -17,8 +17,15 @@ from typing import Protocol
 
 import aiohttp
 
-__all__ = ["Transport", "AiohttpTransport", "CallableTransport", "TransportError", "ConnectFailed",
-           "ConnectionLost", "ReadTimeout"]
+__all__ = [
+    "Transport",
+    "AiohttpTransport",
+    "CallableTransport",
+    "TransportError",
+    "ConnectFailed",
+    "ConnectionLost",
+    "ReadTimeout",
+]
 
 
 class TransportError(Exception):
@@ -58,16 +65,19 @@ class AiohttpTransport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=self._keepalive_s,
-                                             ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=self._keepalive_s, ttl_dns_cache=300
+            )
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
-    async def _request(self, method: str, url: str, body: bytes | None, timeout: aiohttp.ClientTimeout
-                       ) -> tuple[int, bytes]:
+    async def _request(
+        self, method: str, url: str, body: bytes | None, timeout: aiohttp.ClientTimeout
+    ) -> tuple[int, bytes]:
         try:
-            async with self._get_session().request(method, url, data=body, headers=self._HEADERS,
-                                                   timeout=timeout) as resp:
+            async with self._get_session().request(
+                method, url, data=body, headers=self._HEADERS, timeout=timeout
+            ) as resp:
                 return resp.status, await resp.read()
         except aiohttp.ConnectionTimeoutError as exc:
             raise ConnectFailed(f"connect timeout: {url}") from exc
@@ -81,8 +91,9 @@ class AiohttpTransport:
             raise ConnectionLost(f"{type(exc).__name__}: {exc}") from exc
 
     async def post(self, url: str, body: bytes, *, timeout: float, connect_timeout: float) -> tuple[int, bytes]:
-        return await self._request("POST", url, body,
-                                   aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout))
+        return await self._request(
+            "POST", url, body, aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        )
 
     async def get(self, url: str, *, timeout: float) -> tuple[int, bytes]:
         return await self._request("GET", url, None, aiohttp.ClientTimeout(total=timeout))

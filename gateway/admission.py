@@ -29,8 +29,7 @@ class Admission:
         """Raises: OverloadedError when admitting `pairs` would pass the limit. A request larger than
         the whole limit is still admitted when nothing else is in flight (it could never run otherwise)."""
         if self.inflight and self.inflight + pairs > self.limit:
-            raise OverloadedError(
-                f"too many pairs in flight ({self.inflight} + {pairs} > {self.limit}); retry shortly")
+            raise OverloadedError(f"too many pairs in flight ({self.inflight} + {pairs} > {self.limit}); retry shortly")
         self.inflight += pairs
         METRICS.inflight_pairs.inc(pairs)
         try:

@@ -34,6 +34,7 @@ log = logging.getLogger("vllm_rerank.gateway")
 def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport: Transport | None = None) -> FastAPI:
     """The app for one worker. `engine_transport` replaces the HTTP transport to the engines
     (tests inject faults and fuzz with it)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.max_workers
@@ -48,8 +49,12 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
             await client.aclose()
 
     app = FastAPI(title="vllm-rerank", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(GatewayMiddleware, keys=KeyStore(settings.api_keys, settings.api_key_file),
-                       protect_ops=settings.protect_ops, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        GatewayMiddleware,
+        keys=KeyStore(settings.api_keys, settings.api_key_file),
+        protect_ops=settings.protect_ops,
+        max_body_bytes=settings.max_body_bytes,
+    )
     register_error_handlers(app)
     app.include_router(rerank.router)
     app.include_router(ops.router)
@@ -69,7 +74,8 @@ async def _preload_tokenizer(service: RerankService, registry: EngineRegistry) -
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers: settings and the state file path come from the parent."""
     settings = Settings.from_json(os.environ[SETTINGS_ENV])
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")  # no-op if configured
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )  # no-op if configured
     registry = EngineRegistry(Path(os.environ[STATE_FILE_ENV]))
     return create_app(settings, registry=registry)

@@ -49,8 +49,9 @@ def _dialect(request: Request) -> str:
 def error_response(
     request: Request, status: int, message: str, *, param: str | None = None, retry_after: float | None = None
 ) -> Response:
-    body = error_body(dialect=_dialect(request), status=status, message=message, request_id=_request_id(request),
-                      param=param)
+    body = error_body(
+        dialect=_dialect(request), status=status, message=message, request_id=_request_id(request), param=param
+    )
     headers = {}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))

@@ -28,37 +28,46 @@ _TOKEN_BUCKETS = (10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000
 class _Metrics:
     def __init__(self) -> None:
         gauge_mode = {"multiprocess_mode": "livesum"} if _MULTIPROC else {}
-        self.requests = Counter("vllm_rerank_requests_total", "HTTP requests by route, dialect and status",
-                                ["route", "dialect", "status"])
-        self.latency = Histogram("vllm_rerank_request_duration_seconds", "Request latency by route", ["route"],
-                                 buckets=_LATENCY_BUCKETS)
-        self.documents = Histogram("vllm_rerank_documents_per_request", "Documents per rerank request",
-                                   buckets=_SIZE_BUCKETS)
-        self.tokens = Histogram("vllm_rerank_tokens_per_request", "Prompt tokens the engine counted per request",
-                                buckets=_TOKEN_BUCKETS)
+        self.requests = Counter(
+            "vllm_rerank_requests_total", "HTTP requests by route, dialect and status", ["route", "dialect", "status"]
+        )
+        self.latency = Histogram(
+            "vllm_rerank_request_duration_seconds", "Request latency by route", ["route"], buckets=_LATENCY_BUCKETS
+        )
+        self.documents = Histogram(
+            "vllm_rerank_documents_per_request", "Documents per rerank request", buckets=_SIZE_BUCKETS
+        )
+        self.tokens = Histogram(
+            "vllm_rerank_tokens_per_request", "Prompt tokens the engine counted per request", buckets=_TOKEN_BUCKETS
+        )
         self.tokens_total = Counter("vllm_rerank_prompt_tokens_total", "Prompt tokens scored")
         self.inflight_requests = Gauge("vllm_rerank_inflight_requests", "Requests being processed", **gauge_mode)
-        self.inflight_pairs = Gauge("vllm_rerank_inflight_pairs", "(query, document) pairs being scored",
-                                    **gauge_mode)
-        self.rejected = Counter("vllm_rerank_rejected_total", "Requests refused by backpressure or engine state",
-                                ["status", "reason"])
+        self.inflight_pairs = Gauge("vllm_rerank_inflight_pairs", "(query, document) pairs being scored", **gauge_mode)
+        self.rejected = Counter(
+            "vllm_rerank_rejected_total", "Requests refused by backpressure or engine state", ["status", "reason"]
+        )
         self.engine_requests = Counter(
             "vllm_rerank_engine_requests_total",
             "Calls to the engines by vLLM endpoint: score (texts; the engine templates and tokenises) or "
-            "classify (prompts the gateway tokenised, --pretokenize)", ["endpoint"])
+            "classify (prompts the gateway tokenised, --pretokenize)",
+            ["endpoint"],
+        )
         self.cache = Counter("vllm_rerank_score_cache_total", "Score cache lookups", ["result"])
-        self.disconnects = Counter("vllm_rerank_client_disconnects_total",
-                                   "Requests cancelled because the client went away")
+        self.disconnects = Counter(
+            "vllm_rerank_client_disconnects_total", "Requests cancelled because the client went away"
+        )
 
 
 METRICS = _Metrics()
 
 
 def _engine_families(engines: list[dict[str, object]]) -> Iterable[Metric]:
-    state = GaugeMetricFamily("vllm_rerank_engine_state", "1 for the engine's current state",
-                              labels=["engine", "state"])
-    restarts = GaugeMetricFamily("vllm_rerank_engine_restarts", "Engine restarts since the service started",
-                                 labels=["engine"])
+    state = GaugeMetricFamily(
+        "vllm_rerank_engine_state", "1 for the engine's current state", labels=["engine", "state"]
+    )
+    restarts = GaugeMetricFamily(
+        "vllm_rerank_engine_restarts", "Engine restarts since the service started", labels=["engine"]
+    )
     ready = GaugeMetricFamily("vllm_rerank_engines_ready", "Engines ready to take requests")
     for e in engines:
         name = str(e.get("name"))

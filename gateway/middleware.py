@@ -86,12 +86,23 @@ class GatewayMiddleware:
         self.protect_ops = protect_ops
         self.max_body_bytes = max_body_bytes
 
-    async def _reply(self, send: Send, status: int, dialect: str, rid: str, message: str,
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _reply(
+        self,
+        send: Send,
+        status: int,
+        dialect: str,
+        rid: str,
+        message: str,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         body = orjson.dumps(error_body(dialect=dialect, status=status, message=message, request_id=rid))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()),
-                                *(headers or [])]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()), *(headers or [])],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -122,8 +133,9 @@ class GatewayMiddleware:
             length = headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 status_holder["status"] = 413
-                await self._reply(send, 413, dialect, rid,
-                                  f"request body too large: {length} bytes > {self.max_body_bytes} allowed")
+                await self._reply(
+                    send, 413, dialect, rid, f"request body too large: {length} bytes > {self.max_body_bytes} allowed"
+                )
                 return
             chunks: list[bytes] = []
             size = 0
@@ -137,8 +149,9 @@ class GatewayMiddleware:
                 size += len(chunk)
                 if size > self.max_body_bytes:
                     status_holder["status"] = 413
-                    await self._reply(send, 413, dialect, rid,
-                                      f"request body too large: more than {self.max_body_bytes} bytes")
+                    await self._reply(
+                        send, 413, dialect, rid, f"request body too large: more than {self.max_body_bytes} bytes"
+                    )
                     return
                 chunks.append(chunk)
                 more = message.get("more_body", False)
@@ -150,8 +163,9 @@ class GatewayMiddleware:
                 METRICS.inflight_requests.dec()
             self._account(scope, route, status_holder["status"], stats, time.perf_counter() - t0, rid)
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: str,
-                   status_holder: dict[str, int]) -> None:
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: str, status_holder: dict[str, int]
+    ) -> None:
         delivered = False
         disconnected = asyncio.Event()
 
@@ -197,15 +211,15 @@ class GatewayMiddleware:
         except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the client is gone; nothing to answer
             pass
 
-    def _account(self, scope: Scope, route: str, status: int, stats: dict[str, Any], elapsed: float,
-                 rid: str) -> None:
+    def _account(self, scope: Scope, route: str, status: int, stats: dict[str, Any], elapsed: float, rid: str) -> None:
         state = scope.get("state", {})
         dialect = str(state.get("dialect") or dialect_for_path(scope.get("path", "")))
         METRICS.requests.labels(route, dialect, str(status)).inc()
         METRICS.latency.labels(route).observe(elapsed)
         if status in (429, 503):
-            METRICS.rejected.labels(str(status), str(stats.get("reject_reason", "engine_unavailable"
-                                                                 if status == 503 else "overloaded"))).inc()
+            METRICS.rejected.labels(
+                str(status), str(stats.get("reject_reason", "engine_unavailable" if status == 503 else "overloaded"))
+            ).inc()
         if "documents" in stats:
             METRICS.documents.observe(stats["documents"])
         if "tokens" in stats:
@@ -216,7 +230,13 @@ class GatewayMiddleware:
         log.info(
             "request_completed request_id=%s method=%s path=%s dialect=%s documents=%s tokens=%s status=%d "
             "latency_ms=%.2f%s",
-            rid, scope.get("method"), scope.get("path"), dialect, stats.get("documents", "-"),
-            stats.get("tokens", "-"), status, elapsed * 1000,
+            rid,
+            scope.get("method"),
+            scope.get("path"),
+            dialect,
+            stats.get("documents", "-"),
+            stats.get("tokens", "-"),
+            status,
+            elapsed * 1000,
             f" error={state['error']!r}" if state.get("error") else "",
         )

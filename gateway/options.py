@@ -26,64 +26,120 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--max-workers", "MAX_WORKERS", int, "Threads per worker for CPU-bound request work (parsing, rendering)."),
     ("--max-num-seqs", "MAX_NUM_SEQS", int, "vLLM --max-num-seqs: (query, document) pairs scheduled at once."),
     ("--max-num-batched-tokens", "MAX_NUM_BATCHED_TOKENS", int, "vLLM --max-num-batched-tokens per engine step."),
-    ("--gpu-memory-utilization", "GPU_MEMORY_UTILIZATION", float,
-     "vLLM --gpu-memory-utilization (GPU only; share of GPU memory for weights + KV cache)."),
+    (
+        "--gpu-memory-utilization",
+        "GPU_MEMORY_UTILIZATION",
+        float,
+        "vLLM --gpu-memory-utilization (GPU only; share of GPU memory for weights + KV cache).",
+    ),
     ("--tensor-parallel-size", "TENSOR_PARALLEL_SIZE", int, "vLLM --tensor-parallel-size (GPUs per engine)."),
     ("--model-size", "MODEL_SIZE", str, "Qwen3-Reranker preset: 0.6B, 4B or 8B (Qwen/Qwen3-Reranker-*)."),
     ("--model", "MODEL", str, "Model id or local path (wins over --model-size). Default: bundled all-MiniLM-L6-v2."),
     ("--served-model-name", "RERANK_SERVED_MODEL_NAME", str, "Name the model is served and reported under."),
-    ("--model-family", "RERANK_MODEL_FAMILY", str,
-     "Override family detection: bi-encoder, cross-encoder or llm-reranker."),
+    (
+        "--model-family",
+        "RERANK_MODEL_FAMILY",
+        str,
+        "Override family detection: bi-encoder, cross-encoder or llm-reranker.",
+    ),
     ("--max-model-len", "RERANK_MAX_MODEL_LEN", int, "vLLM --max-model-len (query+document tokens per pair)."),
     ("--dtype", "RERANK_DTYPE", str, "vLLM --dtype (default float32 on CPU, auto on GPU)."),
     ("--enforce-eager", "RERANK_ENFORCE_EAGER", bool, "vLLM --enforce-eager (default on for CPU: faster start)."),
     ("--engine-port", "RERANK_ENGINE_PORT", int, "Loopback port of the first engine (0 = pick free ones)."),
-    ("--engine-replicas", "RERANK_ENGINE_REPLICAS", int,
-     "Engine processes to run and balance over (least outstanding work). On one GPU they share its memory "
-     "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs. "
-     "0 = auto: for encoder models (cross-/bi-encoders) on a GPU, round((host cores - 2) / 1.8) up to 8, "
-     "since one vLLM API server is CPU-bound long before the GPU is (docs/gpu-performance.md); else 1."),
-    ("--engine-url", "RERANK_ENGINE_URLS", list,
-     "Use an existing vLLM server instead of launching one (repeatable; env: comma-separated). Requests go to "
-     "the least loaded ready one; a dead one is skipped and re-checked every second."),
-    ("--engine-devices", "RERANK_ENGINE_DEVICES", list,
-     "CUDA_VISIBLE_DEVICES per replica, e.g. --engine-devices 0 --engine-devices 1 (env: 0;1 or 0,1 per "
-     "replica separated by ';')."),
+    (
+        "--engine-replicas",
+        "RERANK_ENGINE_REPLICAS",
+        int,
+        "Engine processes to run and balance over (least outstanding work). On one GPU they share its memory "
+        "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs. "
+        "0 = auto: for encoder models (cross-/bi-encoders) on a GPU, round((host cores - 2) / 1.8) up to 8, "
+        "since one vLLM API server is CPU-bound long before the GPU is (docs/gpu-performance.md); else 1.",
+    ),
+    (
+        "--engine-url",
+        "RERANK_ENGINE_URLS",
+        list,
+        "Use an existing vLLM server instead of launching one (repeatable; env: comma-separated). Requests go to "
+        "the least loaded ready one; a dead one is skipped and re-checked every second.",
+    ),
+    (
+        "--engine-devices",
+        "RERANK_ENGINE_DEVICES",
+        list,
+        "CUDA_VISIBLE_DEVICES per replica, e.g. --engine-devices 0 --engine-devices 1 (env: 0;1 or 0,1 per "
+        "replica separated by ';').",
+    ),
     ("--ready-timeout", "RERANK_READY_TIMEOUT", float, "Seconds to wait for the engine to become ready."),
     ("--request-timeout", "RERANK_REQUEST_TIMEOUT", float, "Deadline of one rerank request, seconds."),
     ("--stop-grace", "RERANK_STOP_GRACE", float, "Seconds the engine gets after SIGTERM before SIGKILL."),
     ("--log-level", "LOG_LEVEL", str, "debug, info, warning or error."),
-    ("--strict-model-names", "RERANK_STRICT_MODEL_NAMES", bool,
-     "Answer 404 for model names other than the served name and its aliases."),
+    (
+        "--strict-model-names",
+        "RERANK_STRICT_MODEL_NAMES",
+        bool,
+        "Answer 404 for model names other than the served name and its aliases.",
+    ),
     ("--model-alias", "RERANK_MODEL_ALIASES", list, "Extra accepted model name (repeatable; env: comma-separated)."),
     ("--runtime-dir", "RERANK_RUNTIME_DIR", str, "Directory for the engine state file (default: a temp dir)."),
     ("--device", "RERANK_DEVICE", str, "cpu or cuda (default: detected from the installed vLLM build)."),
-    ("--api-key", "RERANK_API_KEYS", list,
-     "Accepted bearer key (repeatable; env: comma-separated). With none set (and no key file) auth is off."),
-    ("--api-key-file", "RERANK_API_KEY_FILE", str,
-     "File with one accepted key per line; re-read when it changes (rotation without restart)."),
+    (
+        "--api-key",
+        "RERANK_API_KEYS",
+        list,
+        "Accepted bearer key (repeatable; env: comma-separated). With none set (and no key file) auth is off.",
+    ),
+    (
+        "--api-key-file",
+        "RERANK_API_KEY_FILE",
+        str,
+        "File with one accepted key per line; re-read when it changes (rotation without restart).",
+    ),
     ("--protect-ops", "RERANK_PROTECT_OPS", bool, "Require the key on /health and /metrics too."),
     ("--max-body-bytes", "RERANK_MAX_BODY_BYTES", int, "Largest request body accepted (413 beyond)."),
     ("--max-documents", "RERANK_MAX_DOCUMENTS", int, "Most documents per request (400 beyond; at most 10000)."),
-    ("--max-inflight-pairs", "RERANK_MAX_INFLIGHT_PAIRS", int,
-     "(query, document) pairs in flight per service before 429 + Retry-After (split over workers; default: "
-     "32 x max-num-seqs x engines per worker)."),
-    ("--score-cache-size", "RERANK_SCORE_CACHE_SIZE", int,
-     "Entries of the (model, query, document, settings) score cache per worker; 0 = off."),
-    ("--pretokenize", "RERANK_PRETOKENIZE", str,
-     "auto or off. auto: for an LLM reranker served with the built-in Qwen3 template, the gateway renders and "
-     "tokenises each (query, document) prompt itself and sends token ids to vLLM's /classify instead of texts "
-     "to /score: same scores, and vLLM's single-threaded API server (the bottleneck on a GPU) no longer "
-     "templates and tokenises every pair. Requests that need truncation, chunking or raw scores, and other "
-     "models, always use /score. off: always /score."),
-    ("--max-engine-crashes", "RERANK_MAX_ENGINE_CRASHES", int,
-     "Crashes tolerated within --crash-window; one more marks the engine failed (health 503)."),
+    (
+        "--max-inflight-pairs",
+        "RERANK_MAX_INFLIGHT_PAIRS",
+        int,
+        "(query, document) pairs in flight per service before 429 + Retry-After (split over workers; default: "
+        "32 x max-num-seqs x engines per worker).",
+    ),
+    (
+        "--score-cache-size",
+        "RERANK_SCORE_CACHE_SIZE",
+        int,
+        "Entries of the (model, query, document, settings) score cache per worker; 0 = off.",
+    ),
+    (
+        "--pretokenize",
+        "RERANK_PRETOKENIZE",
+        str,
+        "auto or off. auto: for an LLM reranker served with the built-in Qwen3 template, the gateway renders and "
+        "tokenises each (query, document) prompt itself and sends token ids to vLLM's /classify instead of texts "
+        "to /score: same scores, and vLLM's single-threaded API server (the bottleneck on a GPU) no longer "
+        "templates and tokenises every pair. Requests that need truncation, chunking or raw scores, and other "
+        "models, always use /score. off: always /score.",
+    ),
+    (
+        "--max-engine-crashes",
+        "RERANK_MAX_ENGINE_CRASHES",
+        int,
+        "Crashes tolerated within --crash-window; one more marks the engine failed (health 503).",
+    ),
     ("--crash-window", "RERANK_CRASH_WINDOW", float, "Window for counting engine crashes, seconds."),
-    ("--restart-backoff-cap", "RERANK_RESTART_BACKOFF_CAP", float,
-     "Longest wait before restarting a crashed engine (backoff 1, 2, 4... seconds up to this)."),
-    ("--engine-command", "RERANK_ENGINE_COMMAND", str,
-     "Replace the engine launcher (default: `vllm serve` or `python -m vllm.entrypoints.openai.api_server`), "
-     "e.g. a wrapper script; it receives the usual vLLM arguments."),
+    (
+        "--restart-backoff-cap",
+        "RERANK_RESTART_BACKOFF_CAP",
+        float,
+        "Longest wait before restarting a crashed engine (backoff 1, 2, 4... seconds up to this).",
+    ),
+    (
+        "--engine-command",
+        "RERANK_ENGINE_COMMAND",
+        str,
+        "Replace the engine launcher (default: `vllm serve` or `python -m vllm.entrypoints.openai.api_server`), "
+        "e.g. a wrapper script; it receives the usual vLLM arguments.",
+    ),
 ]
 
 

@@ -49,8 +49,9 @@ class ScoringPlan:
 
 
 class RerankService:
-    def __init__(self, *, client: EngineClient, registry: EngineRegistry, settings: Settings,
-                 split_size: int = 1024) -> None:
+    def __init__(
+        self, *, client: EngineClient, registry: EngineRegistry, settings: Settings, split_size: int = 1024
+    ) -> None:
         self.client = client
         self.registry = registry
         self.settings = settings
@@ -77,8 +78,15 @@ class RerankService:
             raise UnknownModelError(name, sorted(self.accepted_names))
 
     async def score_texts(
-        self, query: str, texts: tuple[str, ...] | list[str], *, deadline: float, max_tokens_per_doc: int | None,
-        instruction: str | None, raw: bool, prompt_tokenizer: ModelTokenizer | None = None,
+        self,
+        query: str,
+        texts: tuple[str, ...] | list[str],
+        *,
+        deadline: float,
+        max_tokens_per_doc: int | None,
+        instruction: str | None,
+        raw: bool,
+        prompt_tokenizer: ModelTokenizer | None = None,
         truncate_to: int | None = None,
     ) -> tuple[list[float], int]:
         """Raw engine scores aligned with `texts`, and prompt tokens (duplicates scored once;
@@ -101,9 +109,16 @@ class RerankService:
         parts = [distinct[i : i + self.split_size] for i in range(0, len(distinct), self.split_size)]
         batches: list[ScoreBatch] = await asyncio.gather(
             *(
-                self._score_part(query, part, deadline=deadline, max_tokens_per_doc=max_tokens_per_doc,
-                                 instruction=instruction, raw=raw, prompt_tokenizer=prompt_tokenizer,
-                                 truncate_to=truncate_to)
+                self._score_part(
+                    query,
+                    part,
+                    deadline=deadline,
+                    max_tokens_per_doc=max_tokens_per_doc,
+                    instruction=instruction,
+                    raw=raw,
+                    prompt_tokenizer=prompt_tokenizer,
+                    truncate_to=truncate_to,
+                )
                 for part in parts
             )
         )
@@ -119,19 +134,34 @@ class RerankService:
         return [fresh[t] if t in fresh else cached[t][0] for t in texts], tokens
 
     async def _score_part(
-        self, query: str, documents: list[str], *, deadline: float, max_tokens_per_doc: int | None,
-        instruction: str | None, raw: bool, prompt_tokenizer: ModelTokenizer | None, truncate_to: int | None,
+        self,
+        query: str,
+        documents: list[str],
+        *,
+        deadline: float,
+        max_tokens_per_doc: int | None,
+        instruction: str | None,
+        raw: bool,
+        prompt_tokenizer: ModelTokenizer | None,
+        truncate_to: int | None,
     ) -> ScoreBatch:
         if prompt_tokenizer is not None:
             # Off the event loop: tokenising a 1000-document request would stall every other request.
-            prompts = await run_in_threadpool(prompt_tokenizer.encode_prompts, query, documents,
-                                              instruction=instruction)
+            prompts = await run_in_threadpool(
+                prompt_tokenizer.encode_prompts, query, documents, instruction=instruction
+            )
             METRICS.engine_requests.labels("classify").inc()
             return await self.client.score_tokens(prompts=prompts, deadline=deadline)
         METRICS.engine_requests.labels("score").inc()
-        return await self.client.score(query=query, documents=documents, deadline=deadline,
-                                       max_tokens_per_doc=max_tokens_per_doc, instruction=instruction, raw=raw,
-                                       truncate_prompt_tokens=truncate_to)
+        return await self.client.score(
+            query=query,
+            documents=documents,
+            deadline=deadline,
+            max_tokens_per_doc=max_tokens_per_doc,
+            instruction=instruction,
+            raw=raw,
+            truncate_prompt_tokens=truncate_to,
+        )
 
     async def prompt_tokenizer(self, q: RerankQuery, engine: EngineView, plan: ScoringPlan) -> ModelTokenizer | None:
         """The tokenizer to send this request's prompts with as token ids (vLLM /classify), or None
@@ -142,10 +172,15 @@ class RerankService:
         shares that configuration, so whichever the client picks agrees). Truncation and chunking
         stay on /score, where the engine cuts each document (`max_tokens_per_doc`), and so do raw
         scores (the two paths were proven equal for the activated probability only)."""
-        if (self.settings.pretokenize == "off" or engine.family != "llm-reranker"
-                or engine.prompt_format != "qwen3-reranker" or q.raw_scores
-                or plan.engine_max_tokens is not None or plan.engine_truncate is not None
-                or len(plan.texts) != len(q.texts)):
+        if (
+            self.settings.pretokenize == "off"
+            or engine.family != "llm-reranker"
+            or engine.prompt_format != "qwen3-reranker"
+            or q.raw_scores
+            or plan.engine_max_tokens is not None
+            or plan.engine_truncate is not None
+            or len(plan.texts) != len(q.texts)
+        ):
             return None
         return await self.tokenizer(engine)
 
@@ -193,8 +228,10 @@ class RerankService:
             if len(qids) > query_limit:
                 if not q.truncate:
                     raise CompatError(
-                        f"Input validation error: `query` must have less than {query_limit} tokens. "
-                        f"Given: {len(qids)}", param="query", status=413)
+                        f"Input validation error: `query` must have less than {query_limit} tokens. Given: {len(qids)}",
+                        param="query",
+                        status=413,
+                    )
                 query = tok.decode(qids[:query_limit])
                 warnings.append(f"query truncated from {len(qids)} to {query_limit} tokens (model limit {max_len})")
         qn = 0 if separate else len(tok.encode(query))
@@ -207,8 +244,7 @@ class RerankService:
         if not long_idx:
             return ScoringPlan(query, q.texts, owners, None, tuple(warnings))
         chunks = q.max_chunks_per_doc or 1
-        if (engine.family == "cross-encoder" and chunks == 1 and q.truncate
-                and budget >= window):
+        if engine.family == "cross-encoder" and chunks == 1 and q.truncate and budget >= window:
             # Only the pair window limits the documents: the engine truncates in the one tokenizer
             # pass it makes anyway (HF longest_first; the query is at most half the window, so only
             # documents are cut, as in sentence-transformers). Tokenizing here to find the long ones
@@ -222,7 +258,9 @@ class RerankService:
             i, ids = next(iter(too_long.items()))
             raise CompatError(
                 f"Input validation error: document {i} must have less than {budget} tokens. Given: {len(ids)}",
-                param=f"documents[{i}]", status=413)
+                param=f"documents[{i}]",
+                status=413,
+            )
         if chunks == 1:
             if engine.family == "llm-reranker":  # vLLM's max_tokens_per_doc: its tokenization (vllm#57666)
                 return ScoringPlan(query, q.texts, owners, budget, tuple(warnings))
@@ -250,8 +288,10 @@ class RerankService:
         """Raises: CompatError, EngineError (see engine.client)."""
         self.check_model(q.model)
         if len(q.texts) > self.settings.max_documents:
-            raise CompatError(f"invalid request: too many documents: {len(q.texts)} > "
-                              f"{self.settings.max_documents} allowed", param="documents")
+            raise CompatError(
+                f"invalid request: too many documents: {len(q.texts)} > {self.settings.max_documents} allowed",
+                param="documents",
+            )
         stats = REQUEST_STATS.get()
         if stats is not None:
             stats["documents"] = len(q.texts)
@@ -268,9 +308,14 @@ class RerankService:
         prompt_tokenizer = await self.prompt_tokenizer(q, engine, plan)
         with self.admission.admit(len(plan.texts)):
             chunk_scores, tokens = await self.score_texts(
-                plan.query, plan.texts, deadline=deadline, max_tokens_per_doc=plan.engine_max_tokens,
+                plan.query,
+                plan.texts,
+                deadline=deadline,
+                max_tokens_per_doc=plan.engine_max_tokens,
                 truncate_to=plan.engine_truncate,
-                instruction=q.instruction, raw=q.raw_scores, prompt_tokenizer=prompt_tokenizer,
+                instruction=q.instruction,
+                raw=q.raw_scores,
+                prompt_tokenizer=prompt_tokenizer,
             )
         if stats is not None:
             stats["tokens"] = tokens
@@ -283,5 +328,6 @@ class RerankService:
                     raw_scores[owner] = score
         rel = relevances(kind, raw_scores, is_logit=q.raw_scores and kind == "probability")
         items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)
-        return RerankOutcome(items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id,
-                             warnings=plan.warnings)
+        return RerankOutcome(
+            items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id, warnings=plan.warnings
+        )

@@ -169,8 +169,11 @@ class Settings:
             port=port,
             family=family,
             device=device,
-            launch=(LaunchMode(tuple(shlex.split(self.engine_command)), False) if self.engine_command
-                    else detect_launch_mode()),
+            launch=(
+                LaunchMode(tuple(shlex.split(self.engine_command)), False)
+                if self.engine_command
+                else detect_launch_mode()
+            ),
             max_num_seqs=self.max_num_seqs,
             max_num_batched_tokens=self.max_num_batched_tokens,
             gpu_memory_utilization=self.gpu_memory_utilization,

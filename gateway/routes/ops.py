@@ -38,8 +38,12 @@ def health_body(rt: Any) -> tuple[int, dict[str, Any]]:
         **rt.settings.public(),
         "engine": _engine_public(engines[0].raw) if engines else None,
         "engines": [_engine_public(e.raw) for e in engines],
-        "score_cache": {"enabled": rt.service.cache.enabled, "entries": len(rt.service.cache),
-                        "hits": rt.service.cache.hits, "misses": rt.service.cache.misses},
+        "score_cache": {
+            "enabled": rt.service.cache.enabled,
+            "entries": len(rt.service.cache),
+            "hits": rt.service.cache.hits,
+            "misses": rt.service.cache.misses,
+        },
         "inflight_pairs": rt.service.admission.inflight,
         "max_inflight_pairs_per_worker": rt.service.admission.limit,
     }
@@ -47,8 +51,18 @@ def health_body(rt: Any) -> tuple[int, dict[str, Any]]:
 
 
 def _engine_public(raw: dict[str, Any]) -> dict[str, Any]:
-    keep = ("name", "url", "state", "pid", "restarts", "last_error", "family", "prompt_format",
-            "gpu_memory_utilization", "ready_since")
+    keep = (
+        "name",
+        "url",
+        "state",
+        "pid",
+        "restarts",
+        "last_error",
+        "family",
+        "prompt_format",
+        "gpu_memory_utilization",
+        "ready_since",
+    )
     return {k: raw.get(k) for k in keep}
 
 
@@ -65,7 +79,13 @@ async def health(request: Request, rt: RuntimeDep) -> Response:
 async def list_models(request: Request, rt: RuntimeDep) -> Response:
     names = [rt.service.served_name, *[a for a in rt.settings.model_aliases if a != rt.service.served_name]]
     data = [
-        {"id": n, "object": "model", "created": _STARTED, "owned_by": "vllm-rerank", "root": rt.settings.resolved_model if not rt.settings.engine_urls else n}
+        {
+            "id": n,
+            "object": "model",
+            "created": _STARTED,
+            "owned_by": "vllm-rerank",
+            "root": rt.settings.resolved_model if not rt.settings.engine_urls else n,
+        }
         for n in names
     ]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")

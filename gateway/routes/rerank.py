@@ -38,8 +38,16 @@ def _json(data: Any) -> Response:
     return Response(orjson.dumps(data), media_type="application/json")
 
 
-async def _rerank(request: Request, rt: Runtime, data: dict[str, Any], *, dialect: str, wire: type[Any],
-                  parse: Callable[[Any], RerankQuery], render: Callable[[RerankQuery, RerankOutcome], Any]) -> Response:
+async def _rerank(
+    request: Request,
+    rt: Runtime,
+    data: dict[str, Any],
+    *,
+    dialect: str,
+    wire: type[Any],
+    parse: Callable[[Any], RerankQuery],
+    render: Callable[[RerankQuery, RerankOutcome], Any],
+) -> Response:
     """The whole of a rerank route: validate the dialect's wire model, parse, score, render."""
     request.state.dialect = dialect
     q = parse(validate(wire, data))
@@ -48,8 +56,15 @@ async def _rerank(request: Request, rt: Runtime, data: dict[str, Any], *, dialec
 
 
 def _cohere_v1(request: Request, rt: Runtime, data: dict[str, Any]) -> Awaitable[Response]:
-    return _rerank(request, rt, data, dialect="cohere", wire=cohere.CohereV1RerankRequest,
-                   parse=cohere.parse_cohere_v1, render=cohere.render_cohere_v1)
+    return _rerank(
+        request,
+        rt,
+        data,
+        dialect="cohere",
+        wire=cohere.CohereV1RerankRequest,
+        parse=cohere.parse_cohere_v1,
+        render=cohere.render_cohere_v1,
+    )
 
 
 @router.post("/v1/rerank", operation_id="rerank_v1", summary="Cohere v1 / Jina / Voyage rerank")
@@ -57,8 +72,15 @@ async def rerank_v1(request: Request, rt: RuntimeDep) -> Response:
     request.state.dialect = "cohere"
     data = await read_json(request)
     if detect_v1_rerank(data) == "voyage":
-        return await _rerank(request, rt, data, dialect="voyage", wire=voyage.VoyageRerankRequest,
-                             parse=voyage.parse_voyage, render=voyage.render_voyage)
+        return await _rerank(
+            request,
+            rt,
+            data,
+            dialect="voyage",
+            wire=voyage.VoyageRerankRequest,
+            parse=voyage.parse_voyage,
+            render=voyage.render_voyage,
+        )
     return await _cohere_v1(request, rt, data)
 
 
@@ -66,8 +88,15 @@ async def rerank_v1(request: Request, rt: RuntimeDep) -> Response:
 async def rerank_v2(request: Request, rt: RuntimeDep) -> Response:
     request.state.dialect = "cohere"
     data = await read_json(request)
-    return await _rerank(request, rt, data, dialect="cohere", wire=cohere.CohereV2RerankRequest,
-                         parse=cohere.parse_cohere_v2, render=cohere.render_cohere_v2)
+    return await _rerank(
+        request,
+        rt,
+        data,
+        dialect="cohere",
+        wire=cohere.CohereV2RerankRequest,
+        parse=cohere.parse_cohere_v2,
+        render=cohere.render_cohere_v2,
+    )
 
 
 @router.post("/rerank", operation_id="rerank_tei", summary="TEI rerank, or the Cohere v1 / Jina superset")
@@ -75,8 +104,9 @@ async def rerank_bare(request: Request, rt: RuntimeDep) -> Response:
     request.state.dialect = "cohere"
     data = await read_json(request)
     if detect_bare_rerank(data) == "tei":
-        return await _rerank(request, rt, data, dialect="tei", wire=tei.TeiRerankRequest, parse=tei.parse_tei,
-                             render=tei.render_tei)
+        return await _rerank(
+            request, rt, data, dialect="tei", wire=tei.TeiRerankRequest, parse=tei.parse_tei, render=tei.render_tei
+        )
     return await _cohere_v1(request, rt, data)
 
 

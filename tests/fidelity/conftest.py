@@ -58,8 +58,9 @@ def bert_service(bert_dir: Path) -> Iterator[ServiceProcess]:
     yield from _service(bert_dir, "fidelity-bert")
 
 
-def rerank(svc: ServiceProcess, query: str, documents: list[str], *, path: str = "/v1/rerank",
-           **fields: Any) -> dict[str, Any]:
+def rerank(
+    svc: ServiceProcess, query: str, documents: list[str], *, path: str = "/v1/rerank", **fields: Any
+) -> dict[str, Any]:
     """POST a Cohere rerank; fails with the service's answer (and log tail) on a non-200."""
     body = {"query": query, "documents": documents, **{k: v for k, v in fields.items() if v is not None}}
     r = httpx.post(f"{svc.url}{path}", json=body, timeout=300)
@@ -80,6 +81,6 @@ def engine_calls(svc: ServiceProcess) -> Counter[str]:
     prefix = 'vllm_rerank_engine_requests_total{endpoint="'
     for line in httpx.get(f"{svc.url}/metrics", timeout=30).text.splitlines():
         if line.startswith(prefix):
-            endpoint, _, value = line[len(prefix):].partition('"} ')
+            endpoint, _, value = line[len(prefix) :].partition('"} ')
             out[endpoint] += int(float(value))
     return out

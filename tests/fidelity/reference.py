@@ -63,8 +63,9 @@ class _Base:
         return self.score(query, self.truncate(document, max_tokens), **kw)
 
     def score_chunked(self, query: str, document: str, size: int, max_chunks: int, **kw: object) -> Scored:
-        return max((self.score(query, c, **kw) for c in self.chunks(document, size, max_chunks)),
-                   key=lambda s: s.relevance)
+        return max(
+            (self.score(query, c, **kw) for c in self.chunks(document, size, max_chunks)), key=lambda s: s.relevance
+        )
 
 
 class Qwen3Reference(_Base):

@@ -51,9 +51,9 @@ def test_relevant_passage_beyond_first_chunk(family, passages) -> None:  # type:
     p = passages
     q = p["query"]
     docs = [
-        f"{p['f1']} {p['f2']}",             # 0: nothing relevant
-        f"{p['f1']} {p['rel']}",            # 1: the relevant passage is the 2nd chunk
-        p["mid"],                           # 2: short (one chunk)
+        f"{p['f1']} {p['f2']}",  # 0: nothing relevant
+        f"{p['f1']} {p['rel']}",  # 1: the relevant passage is the 2nd chunk
+        p["mid"],  # 2: short (one chunk)
         f"{p['f1']} {p['f2']} {p['rel']}",  # 3: the relevant passage is the 3rd chunk: beyond K=2
     ]
     data = rerank(svc, q, docs, max_tokens_per_doc=C, max_chunks_per_doc=2, raw_scores=True)

@@ -28,8 +28,9 @@ def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("instruction", [None, "", INSTRUCTION], ids=["default", "empty", "custom"])
-def test_classify_on_our_ids_equals_score_on_texts(qwen3_service: ServiceProcess, qwen3_dir: Path,
-                                                   words: list[str], instruction: str | None) -> None:
+def test_classify_on_our_ids_equals_score_on_texts(
+    qwen3_service: ServiceProcess, qwen3_dir: Path, words: list[str], instruction: str | None
+) -> None:
     status, health = qwen3_service.health()
     assert status == 200
     engine = health["engines"][0]
@@ -54,4 +55,3 @@ def test_classify_on_our_ids_equals_score_on_texts(qwen3_service: ServiceProcess
     probs = [d["probs"] for d in sorted(by_ids["data"], key=lambda d: d["index"])]
     assert probs == [[s] for s in scores]
     assert by_ids["usage"]["prompt_tokens"] == by_text["usage"]["prompt_tokens"] == sum(map(len, ids))
-

@@ -121,8 +121,10 @@ def test_reference_sees_the_trailing_newline(qwen3_ref, words) -> None:  # type:
     ids_short = tok(official[:-1], add_special_tokens=False)["input_ids"]
     assert len(ids_ok) == len(ids_short) and ids_ok[-1] != ids_short[-1]
     diffs = [
-        abs(qwen3_ref.score_prompt(qwen3_ref.prompt(query, d)).relevance
-            - qwen3_ref.score_prompt(qwen3_ref.prompt(query, d)[:-1]).relevance)
+        abs(
+            qwen3_ref.score_prompt(qwen3_ref.prompt(query, d)).relevance
+            - qwen3_ref.score_prompt(qwen3_ref.prompt(query, d)[:-1]).relevance
+        )
         for d in docs
     ]
     assert min(diffs) > 1e-3, diffs

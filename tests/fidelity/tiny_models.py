@@ -91,16 +91,33 @@ def build_qwen3(out: Path, words: list[str], *, seed: int = 0) -> Path:
     tok.add_special_tokens(specials[:4])
     tok.add_tokens(specials[4:])
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="<|endoftext|>", eos_token="<|im_end|>",
-        model_max_length=40960, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        model_max_length=40960,
+        clean_up_tokenization_spaces=False,
     )
     hf_tok.save_pretrained(out)
     cfg = Qwen3Config(
-        vocab_size=max(1024, len(vocab)), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=4096,
-        rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu",
-        attention_bias=False, bos_token_id=vocab["<|endoftext|>"], eos_token_id=vocab["<|im_end|>"],
-        pad_token_id=vocab["<|endoftext|>"], architectures=["Qwen3ForCausalLM"], torch_dtype="float32",
+        vocab_size=max(1024, len(vocab)),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=4096,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        hidden_act="silu",
+        attention_bias=False,
+        bos_token_id=vocab["<|endoftext|>"],
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        architectures=["Qwen3ForCausalLM"],
+        torch_dtype="float32",
         initializer_range=0.07,  # wider than the default 0.02, so P(yes) spreads over (0, 1)
     )
     torch.manual_seed(seed)
@@ -122,15 +139,29 @@ def build_bert(out: Path, words: list[str], *, seed: int = 0) -> Path:
         special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=512, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
     hf_tok.save_pretrained(out)
     cfg = BertConfig(
-        vocab_size=max(1024, len(vocab)), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=512, max_position_embeddings=512, type_vocab_size=2, num_labels=1,
-        pad_token_id=vocab["[PAD]"], architectures=["BertForSequenceClassification"], torch_dtype="float32",
+        vocab_size=max(1024, len(vocab)),
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=512,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        num_labels=1,
+        pad_token_id=vocab["[PAD]"],
+        architectures=["BertForSequenceClassification"],
+        torch_dtype="float32",
         initializer_range=0.3,  # wider than the default 0.02, so logits spread over about -4..4
     )
     torch.manual_seed(seed)

@@ -54,8 +54,14 @@ def direct(base_url: str) -> Callable[[str, dict[str, Any]], Any]:
 def expected(direct: Callable[[str, dict[str, Any]], Any]) -> Callable[..., Ranked]:
     """[(index, relevance_score)] best first, from our Cohere-family answer to the same request."""
 
-    def ranked(*, top_n: int | None = TOP_N, query: str = QUERY, documents: list[Any] | None = None,
-               path: str = "/v1/rerank", **extra: Any) -> Ranked:
+    def ranked(
+        *,
+        top_n: int | None = TOP_N,
+        query: str = QUERY,
+        documents: list[Any] | None = None,
+        path: str = "/v1/rerank",
+        **extra: Any,
+    ) -> Ranked:
         body = {"query": query, "documents": documents or DOCS, "top_n": top_n, **extra}
         return [(r["index"], r["relevance_score"]) for r in direct(path, body)["results"]]
 

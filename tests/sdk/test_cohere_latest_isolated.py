@@ -25,8 +25,9 @@ def _venv_python() -> Path:
     stamp = VENV / ".ready"
     if not stamp.exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "cohere>=7"], capture_output=True, text=True,
-                              timeout=600)
+        proc = subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "cohere>=7"], capture_output=True, text=True, timeout=600
+        )
         if proc.returncode != 0:
             pytest.fail(f"cannot install the latest cohere SDK: {proc.stderr[-2000:]}")
         stamp.touch()
@@ -35,8 +36,9 @@ def _venv_python() -> Path:
 
 def test_latest_cohere_sdk_in_its_own_environment(service: ServiceProcess) -> None:
     py = _venv_python()
-    proc = subprocess.run([str(py), str(SCRIPT), service.url, QUERY, json.dumps(DOCS)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [str(py), str(SCRIPT), service.url, QUERY, json.dumps(DOCS)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout)
     version = subprocess.run([str(py), "-m", "pip", "show", "cohere"], capture_output=True, text=True).stdout

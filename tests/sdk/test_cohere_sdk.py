@@ -25,10 +25,12 @@ def test_client_v1_string_documents(base_url, expected) -> None:  # type: ignore
 def test_client_v1_object_documents_rank_fields_return_documents(base_url, expected) -> None:  # type: ignore[no-untyped-def]
     docs = [{"title": f"doc {i}", "text": t, "lang": "en"} for i, t in enumerate(DOCS)]
     co = cohere.Client(api_key=API_KEY, base_url=base_url)
-    res = co.rerank(model=MODEL, query=QUERY, documents=docs, top_n=TOP_N, rank_fields=["text", "title"],
-                    return_documents=True)
-    same_ranking([(r.index, r.relevance_score) for r in res.results],
-                 expected(documents=docs, rank_fields=["text", "title"]))
+    res = co.rerank(
+        model=MODEL, query=QUERY, documents=docs, top_n=TOP_N, rank_fields=["text", "title"], return_documents=True
+    )
+    same_ranking(
+        [(r.index, r.relevance_score) for r in res.results], expected(documents=docs, rank_fields=["text", "title"])
+    )
     for r in res.results:  # the original object, extra fields preserved
         assert r.document.text == docs[r.index]["text"]
         assert r.document.dict()["title"] == docs[r.index]["title"]

@@ -14,8 +14,11 @@ def test_cohere_ranker(base_url, expected) -> None:  # type: ignore[no-untyped-d
     from haystack import Document
     from haystack.utils import Secret
 
-    ranker = ranker_mod.CohereRanker(model="rerank-v3.5", top_k=TOP_N, api_key=Secret.from_token(API_KEY),
-                                     api_base_url=base_url)
+    ranker = ranker_mod.CohereRanker(
+        model="rerank-v3.5", top_k=TOP_N, api_key=Secret.from_token(API_KEY), api_base_url=base_url
+    )
     out = ranker.run(query=QUERY, documents=[Document(content=d) for d in DOCS])
-    same_ranking([(DOCS.index(d.content), d.score) for d in out["documents"]],
-                 expected(path="/v2/rerank", max_tokens_per_doc=4096))
+    same_ranking(
+        [(DOCS.index(d.content), d.score) for d in out["documents"]],
+        expected(path="/v2/rerank", max_tokens_per_doc=4096),
+    )

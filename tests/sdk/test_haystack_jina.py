@@ -14,8 +14,12 @@ def test_jina_ranker(base_url, expected) -> None:  # type: ignore[no-untyped-def
     from haystack import Document
     from haystack.utils import Secret
 
-    ranker = ranker_mod.JinaRanker(model="jina-reranker-v2-base-multilingual", api_key=Secret.from_token(API_KEY),
-                                   top_k=TOP_N, base_url=f"{base_url}/v1/rerank")
+    ranker = ranker_mod.JinaRanker(
+        model="jina-reranker-v2-base-multilingual",
+        api_key=Secret.from_token(API_KEY),
+        top_k=TOP_N,
+        base_url=f"{base_url}/v1/rerank",
+    )
     out = ranker.run(query=QUERY, documents=[Document(content=d) for d in DOCS])
     same_ranking([(DOCS.index(d.content), d.score) for d in out["documents"]], expected())
     assert out["meta"]["model"]  # Haystack reads resp["model"] and resp["usage"]

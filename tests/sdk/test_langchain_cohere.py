@@ -17,5 +17,6 @@ def test_cohere_rerank(base_url, expected) -> None:  # type: ignore[no-untyped-d
     got = rr.rerank(documents=DOCS, query=QUERY)
     same_ranking([(r["index"], r["relevance_score"]) for r in got], expected(path="/v2/rerank"))
     docs = rr.compress_documents([Document(page_content=d) for d in DOCS], QUERY)
-    same_ranking([(DOCS.index(d.page_content), d.metadata["relevance_score"]) for d in docs],
-                 expected(path="/v2/rerank"))
+    same_ranking(
+        [(DOCS.index(d.page_content), d.metadata["relevance_score"]) for d in docs], expected(path="/v2/rerank")
+    )

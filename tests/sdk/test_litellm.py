@@ -29,8 +29,16 @@ EXTRA = {"infinity": {"return_documents": False}}
 @pytest.mark.parametrize("provider", list(PROVIDERS))
 def test_rerank(provider, base_url, expected) -> None:  # type: ignore[no-untyped-def]
     model, suffix = PROVIDERS[provider]
-    res = litellm.rerank(model=model, query=QUERY, documents=DOCS, top_n=TOP_N, api_base=base_url + suffix,
-                         api_key=API_KEY, num_retries=0, **EXTRA.get(provider, {}))
+    res = litellm.rerank(
+        model=model,
+        query=QUERY,
+        documents=DOCS,
+        top_n=TOP_N,
+        api_base=base_url + suffix,
+        api_key=API_KEY,
+        num_retries=0,
+        **EXTRA.get(provider, {}),
+    )
     got = [(r["index"], r["relevance_score"]) for r in res.results]
     if provider == "huggingface":  # TEI has no top_n: LiteLLM gets every text back
         got = got[:TOP_N]

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.sdk
 def test_jina_rerank(base_url, expected) -> None:  # type: ignore[no-untyped-def]
     from llama_index.core.schema import NodeWithScore, TextNode
 
-    rr = li_jina.JinaRerank(top_n=TOP_N, model="jina-reranker-v2-base-multilingual", base_url=f"{base_url}/v1",
-                            api_key=API_KEY)
+    rr = li_jina.JinaRerank(
+        top_n=TOP_N, model="jina-reranker-v2-base-multilingual", base_url=f"{base_url}/v1", api_key=API_KEY
+    )
     nodes = [NodeWithScore(node=TextNode(text=d, id_=str(i))) for i, d in enumerate(DOCS)]
     got = rr.postprocess_nodes(nodes, query_str=QUERY)
     same_ranking([(int(n.node.node_id), n.score) for n in got], expected())

@@ -127,7 +127,8 @@ def test_probes_hit_health_on_the_named_port() -> None:
                 if "httpGet" in c["livenessProbe"]:
                     live = c["livenessProbe"]
                     assert live["periodSeconds"] * live["failureThreshold"] >= 120, (
-                        "liveness must outlast one supervised engine restart")
+                        "liveness must outlast one supervised engine restart"
+                    )
 
 
 def test_gpu_deployments_request_one_gpu_and_managed_runs_our_image() -> None:
@@ -179,8 +180,9 @@ def test_services_and_hpas_point_at_existing_objects(directory: Path) -> None:
     assert any(s["metadata"]["name"] == "vllm-rerank" for s in services), "clients use the vllm-rerank Service"
     for svc in services:
         sel = svc["spec"]["selector"]
-        matches = [d for d in deployments.values()
-                   if sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        matches = [
+            d for d in deployments.values() if sel.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
         assert len(matches) == 1, f"Service {svc['metadata']['name']} selects {len(matches)} Deployments"
         assert sel.items() <= matches[0]["spec"]["selector"]["matchLabels"].items()
         named = {p["name"] for c in containers(matches[0]) for p in c["ports"]}
@@ -193,7 +195,8 @@ def test_services_and_hpas_point_at_existing_objects(directory: Path) -> None:
         for metric in hpa["spec"]["metrics"]:
             if metric["type"] == "Resource":
                 assert all("cpu" in c["resources"]["requests"] for c in containers(target)), (
-                    "CPU utilisation needs requests.cpu")
+                    "CPU utilisation needs requests.cpu"
+                )
             else:
                 assert metric["type"] == "Pods"
                 assert metric["pods"]["metric"]["name"] == INFLIGHT_METRIC
@@ -225,8 +228,9 @@ def test_external_gateway_engine_url_resolves_to_the_vllm_service() -> None:
     assert host == svc["metadata"]["name"] and int(port) in {p["port"] for p in svc["spec"]["ports"]}
 
 
-@pytest.mark.parametrize("path", [p for p in manifest_files() if p.name != "kustomization.yaml"],
-                         ids=lambda p: str(p.relative_to(DEPLOY)))
+@pytest.mark.parametrize(
+    "path", [p for p in manifest_files() if p.name != "kustomization.yaml"], ids=lambda p: str(p.relative_to(DEPLOY))
+)
 def test_schema_valid_with_kubernetes_validate(path: Path) -> None:
     kv = pytest.importorskip("kubernetes_validate", reason="`pip install kubernetes-validate` for schema checks")
     for doc in load(path):

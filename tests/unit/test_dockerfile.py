@@ -42,8 +42,15 @@ THIRD_PARTY_ENV = {
 }
 
 # The origin guide's names that must work as written (concurrency-guide.zh.md).
-GUIDE_ENV = {"WORKERS", "MAX_NUM_SEQS", "MAX_NUM_BATCHED_TOKENS", "GPU_MEMORY_UTILIZATION", "MAX_WORKERS",
-             "TENSOR_PARALLEL_SIZE", "MODEL_SIZE"}
+GUIDE_ENV = {
+    "WORKERS",
+    "MAX_NUM_SEQS",
+    "MAX_NUM_BATCHED_TOKENS",
+    "GPU_MEMORY_UTILIZATION",
+    "MAX_WORKERS",
+    "TENSOR_PARALLEL_SIZE",
+    "MODEL_SIZE",
+}
 
 
 # --------------------------------------------------------------------------- a small parser
@@ -159,7 +166,8 @@ def test_every_env_the_image_sets_is_read_by_the_service_or_named(dockerfile: Do
     for stage in dockerfile.stages:
         for key in stage.env():
             assert key in SETTINGS_ENV or key in THIRD_PARTY_ENV, (
-                f"Dockerfile stage {stage.name} sets {key}, which gateway/settings.py does not read")
+                f"Dockerfile stage {stage.name} sets {key}, which gateway/settings.py does not read"
+            )
 
 
 def test_every_env_documented_with_dash_e_is_read_by_the_service() -> None:
@@ -197,10 +205,16 @@ def test_image_env_and_the_guides_docker_run_parse_into_settings(dockerfile: Doc
     guide = {"WORKERS": "2", "MAX_NUM_SEQS": "1024", "GPU_MEMORY_UTILIZATION": "0.9", "MAX_WORKERS": "8"}
     for target in ("gpu", "cpu"):
         env = {**dockerfile.image_env(target), **guide}
-        argv = dockerfile.command()[dockerfile.command().index("/app/start_service.py") + 1:]
+        argv = dockerfile.command()[dockerfile.command().index("/app/start_service.py") + 1 :]
         s = parse_settings(argv, environ=env)
         assert (s.host, s.port, s.workers, s.max_num_seqs, s.gpu_memory_utilization, s.max_workers) == (
-            "0.0.0.0", 8000, 2, 1024, 0.9, 8)
+            "0.0.0.0",
+            8000,
+            2,
+            1024,
+            0.9,
+            8,
+        )
         assert s.vllm_args == ()
 
 
@@ -232,7 +246,8 @@ def test_final_user_is_numeric_and_not_root(dockerfile: Dockerfile) -> None:
     user = dockerfile.final.last("USER")
     assert user is not None
     assert dockerfile.final.instructions[-1].keyword in ("ENTRYPOINT", "CMD") or user.line > max(
-        i.line for i in dockerfile.final.all("RUN"))
+        i.line for i in dockerfile.final.all("RUN")
+    )
     uid = user.args.split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "numeric non-root UID (Kubernetes runAsNonRoot checks it)"
     assert f"--uid {uid}" in " ".join(i.args for i in dockerfile.final.all("RUN"))
@@ -311,8 +326,9 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest(dockerfile: Dockerfile) -> None:
-    patterns = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines()
-                if ln.strip() and not ln.lstrip().startswith("#")]
+    patterns = [
+        ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     for stage in dockerfile.stages:
         for ins in stage.all("COPY"):
             sources = [w for w in ins.args.split() if not w.startswith("--")][:-1]
@@ -321,8 +337,15 @@ def test_dockerignore_keeps_what_copy_needs_and_drops_the_rest(dockerfile: Docke
                 assert not _ignored(src.rstrip("/"), patterns), f"COPY {src} but .dockerignore drops it"
     for inside in ("gateway/app.py", "engine/config.py", "engine/templates/qwen3_reranker.jinja"):
         assert not _ignored(inside, patterns)
-    for dropped in (".git/HEAD", ".venv/bin/python", ".gpu/c01", "tests/conftest.py", "gateway/__pycache__/x.pyc",
-                    "bench/x.py", "deploy/kubernetes/managed/deployment.yaml"):
+    for dropped in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        ".gpu/c01",
+        "tests/conftest.py",
+        "gateway/__pycache__/x.pyc",
+        "bench/x.py",
+        "deploy/kubernetes/managed/deployment.yaml",
+    ):
         assert _ignored(dropped, patterns), f"{dropped} should stay out of the build context"
 
 

@@ -27,10 +27,13 @@ def _files(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-@pytest.mark.parametrize(("package", "forbidden"), [
-    ("compat", {"engine", "gateway", "fastapi", "starlette", "httpx", "aiohttp", "os", "socket", "subprocess"}),
-    ("engine", {"compat", "gateway", "fastapi", "starlette"}),
-])
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("compat", {"engine", "gateway", "fastapi", "starlette", "httpx", "aiohttp", "os", "socket", "subprocess"}),
+        ("engine", {"compat", "gateway", "fastapi", "starlette"}),
+    ],
+)
 def test_layers(package: str, forbidden: set[str]) -> None:
     bad = {str(p.relative_to(ROOT)): sorted(_imports(p) & forbidden) for p in _files(package)}
     assert not {k: v for k, v in bad.items() if v}

@@ -9,8 +9,13 @@ from compat.ranking import rank
 
 
 def outcome(
-    scores: Sequence[float], *, top_n: int | None = None, raw: Sequence[float] | None = None,
-    model: str = "served-model", tokens: int = 42, request_id: str = "req-1",
+    scores: Sequence[float],
+    *,
+    top_n: int | None = None,
+    raw: Sequence[float] | None = None,
+    model: str = "served-model",
+    tokens: int = 42,
+    request_id: str = "req-1",
 ) -> RerankOutcome:
     """A RerankOutcome as the service would build it from these relevance scores."""
     items: tuple[RankedItem, ...] = rank(list(scores), raw_scores=list(raw) if raw else None, top_n=top_n)

@@ -27,8 +27,15 @@ def v2(body: dict):  # type: ignore[no-untyped-def]
 
 def test_v1_object_documents_rank_fields_order_matters_and_return_original() -> None:
     docs = [{"title": "T0", "text": "x0", "id": 7}, {"title": "T1", "text": "x1", "id": 8}]
-    q = v1({"query": "q", "documents": docs, "rank_fields": ["title", "text"], "return_documents": True,
-            "max_chunks_per_doc": 10})
+    q = v1(
+        {
+            "query": "q",
+            "documents": docs,
+            "rank_fields": ["title", "text"],
+            "return_documents": True,
+            "max_chunks_per_doc": 10,
+        }
+    )
     assert q.texts == ("title: T0\ntext: x0", "title: T1\ntext: x1")
     assert v1({"query": "q", "documents": docs, "rank_fields": ["text", "title"]}).texts[0] == "text: x0\ntitle: T0"
     body = render_cohere_v1(q, outcome([0.2, 0.9]))
@@ -40,8 +47,15 @@ def test_v1_object_documents_rank_fields_order_matters_and_return_original() -> 
 
 def test_v1_superset_serves_jina() -> None:
     """Jina integrations read results[].index/relevance_score, model and usage (Haystack: KeyError if missing)."""
-    q = v1({"model": "jina-reranker-v2-base-multilingual", "query": "q", "documents": ["a", {"text": "b"}],
-            "top_n": None, "return_documents": True})
+    q = v1(
+        {
+            "model": "jina-reranker-v2-base-multilingual",
+            "query": "q",
+            "documents": ["a", {"text": "b"}],
+            "top_n": None,
+            "return_documents": True,
+        }
+    )
     body = render_cohere_v1(q, outcome([0.4, 0.6], tokens=11))
     assert body["model"] == "served-model"
     assert body["usage"] == {"total_tokens": 11, "prompt_tokens": 11}
@@ -61,8 +75,17 @@ def test_document_omitted_never_null() -> None:
 def test_v2_every_sdk_shape_and_nulls() -> None:
     q = v2({"model": "rerank-v3.5", "query": "q", "documents": ["a", "b"], "top_n": None, "max_tokens_per_doc": None})
     assert (q.top_n, q.max_tokens_per_doc) == (None, 4096)
-    old = v2({"model": "m", "query": "q", "documents": [{"text": "a", "k": "v"}], "rank_fields": ["k"],
-              "return_documents": True, "max_chunks_per_doc": 3, "priority": 5})
+    old = v2(
+        {
+            "model": "m",
+            "query": "q",
+            "documents": [{"text": "a", "k": "v"}],
+            "rank_fields": ["k"],
+            "return_documents": True,
+            "max_chunks_per_doc": 3,
+            "priority": 5,
+        }
+    )
     assert old.texts == ("k: v",) and old.return_documents
     body = render_cohere_v2(old, outcome([0.5]))
     assert body["results"][0]["document"] == {"text": "a", "k": "v"}
@@ -111,5 +134,9 @@ def test_wrong_types_are_schema_errors(patch: dict) -> None:
 
 def test_superset_error_body_every_client_key() -> None:
     body = error_body(dialect="cohere", status=400, message="m", request_id="r", param="top_n")
-    assert body == {"id": "r", "message": "m", "detail": "m",
-                    "error": {"message": "m", "type": "invalid_request_error", "param": "top_n", "code": 400}}
+    assert body == {
+        "id": "r",
+        "message": "m",
+        "detail": "m",
+        "error": {"message": "m", "type": "invalid_request_error", "param": "top_n", "code": 400},
+    }

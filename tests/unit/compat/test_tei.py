@@ -8,8 +8,13 @@ from compat.tei import TeiRerankRequest, parse_tei, render_tei
 from tests.unit.compat.helpers import outcome
 
 # What LiteLLM's huggingface provider sends.
-LITELLM_BODY = {"query": "q", "texts": ["a", "b", "c"], "return_text": True, "raw_scores": False,
-                "truncation_direction": "Right"}
+LITELLM_BODY = {
+    "query": "q",
+    "texts": ["a", "b", "c"],
+    "return_text": True,
+    "raw_scores": False,
+    "truncation_direction": "Right",
+}
 
 
 def test_parse_defaults() -> None:
@@ -18,9 +23,18 @@ def test_parse_defaults() -> None:
 
 
 def test_parse_all_fields() -> None:
-    q = parse_tei(TeiRerankRequest.model_validate(
-        {"query": "q", "texts": ["a"], "raw_scores": True, "return_text": True, "truncate": False,
-         "truncation_direction": "left"}))
+    q = parse_tei(
+        TeiRerankRequest.model_validate(
+            {
+                "query": "q",
+                "texts": ["a"],
+                "raw_scores": True,
+                "return_text": True,
+                "truncate": False,
+                "truncation_direction": "left",
+            }
+        )
+    )
     assert (q.raw_scores, q.return_documents, q.truncate) == (True, True, False)
 
 
@@ -35,8 +49,10 @@ def test_render_bare_array_best_first_with_text() -> None:
 
 def test_render_raw_scores_replace_score() -> None:
     q = parse_tei(TeiRerankRequest.model_validate({"query": "q", "texts": ["a", "b"], "raw_scores": True}))
-    assert render_tei(q, outcome([0.2, 0.7], raw=[-1.5, 0.8])) == [{"index": 1, "score": 0.8},
-                                                                  {"index": 0, "score": -1.5}]
+    assert render_tei(q, outcome([0.2, 0.7], raw=[-1.5, 0.8])) == [
+        {"index": 1, "score": 0.8},
+        {"index": 0, "score": -1.5},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -49,8 +65,9 @@ def test_bad_input_names_the_field(patch: dict, param: str) -> None:
     assert exc.value.param == param
 
 
-@pytest.mark.parametrize("patch", [{"texts": "a"}, {"texts": [1]}, {"truncation_direction": "middle"},
-                                   {"raw_scores": "maybe"}])
+@pytest.mark.parametrize(
+    "patch", [{"texts": "a"}, {"texts": [1]}, {"truncation_direction": "middle"}, {"raw_scores": "maybe"}]
+)
 def test_wrong_types_are_schema_errors(patch: dict) -> None:
     with pytest.raises(ValidationError):
         TeiRerankRequest.model_validate({**LITELLM_BODY, **patch})

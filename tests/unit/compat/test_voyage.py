@@ -21,8 +21,11 @@ def test_parse_sdk_body_null_top_k_means_all() -> None:
 
 
 def test_parse_top_k_truncation_return_documents() -> None:
-    q = parse_voyage(VoyageRerankRequest.model_validate(
-        {**SDK_BODY, "top_k": 2, "truncation": False, "return_documents": True, "raw_scores": True}))
+    q = parse_voyage(
+        VoyageRerankRequest.model_validate(
+            {**SDK_BODY, "top_k": 2, "truncation": False, "return_documents": True, "raw_scores": True}
+        )
+    )
     assert (q.top_n, q.truncate, q.return_documents, q.raw_scores) == (2, False, True, True)
 
 

@@ -28,9 +28,19 @@ def _no_backoff() -> Iterator[None]:
 
 
 def _registry(*urls: str) -> EngineRegistry:
-    return EngineRegistry(static=[{"name": f"engine{i}", "url": u, "state": "ready", "served_model_name": "m",
-                                   "family": "llm-reranker", "score_kind": "probability"}
-                                  for i, u in enumerate(urls or ("http://e0",))])
+    return EngineRegistry(
+        static=[
+            {
+                "name": f"engine{i}",
+                "url": u,
+                "state": "ready",
+                "served_model_name": "m",
+                "family": "llm-reranker",
+                "score_kind": "probability",
+            }
+            for i, u in enumerate(urls or ("http://e0",))
+        ]
+    )
 
 
 class Script:
@@ -69,11 +79,14 @@ def test_score_tokens_puts_answers_back_in_input_order() -> None:
     assert batch.scores == [0.1, 0.2, 0.3]
 
 
-@pytest.mark.parametrize("reply", [
-    _classified([[0.4, 0.6]]),                                       # two labels: not a one-label reranker
-    (200, orjson.dumps({"data": [], "usage": {"prompt_tokens": 0}})),  # wrong count
-    (200, b"<html>"),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        _classified([[0.4, 0.6]]),  # two labels: not a one-label reranker
+        (200, orjson.dumps({"data": [], "usage": {"prompt_tokens": 0}})),  # wrong count
+        (200, b"<html>"),
+    ],
+)
 def test_unreadable_classify_answers_are_protocol_errors(reply: Reply) -> None:
     client = EngineClient(_registry(), transport=CallableTransport(Script(lambda url, body: reply)))
     with pytest.raises(EngineProtocolError):
@@ -104,8 +117,7 @@ def test_unreachable_engine_fails_over_to_another() -> None:
         return _classified([[0.9]])
 
     script = Script(answer)
-    batch = _run(EngineClient(_registry("http://e0", "http://e1"), transport=CallableTransport(script)),
-                 prompts=[[1]])
+    batch = _run(EngineClient(_registry("http://e0", "http://e1"), transport=CallableTransport(script)), prompts=[[1]])
     assert batch.scores == [0.9] and batch.engine == "engine1"
     assert [url for url, _ in script.posts] == ["http://e0/classify", "http://e1/classify"]
 
@@ -120,15 +132,39 @@ def test_unreachable_everywhere_is_unavailable_after_the_retries() -> None:
 
 def test_score_still_sends_texts_to_score() -> None:
     """The text path shares the retry loop and status handling (regression for the refactor)."""
-    replies = iter([(502, b"bad gateway"), (200, orjson.dumps({"data": [{"index": 1, "score": 0.2},
-                                                                         {"index": 0, "score": 0.1}],
-                                                                "usage": {"prompt_tokens": 9}}))])
+    replies = iter(
+        [
+            (502, b"bad gateway"),
+            (
+                200,
+                orjson.dumps(
+                    {"data": [{"index": 1, "score": 0.2}, {"index": 0, "score": 0.1}], "usage": {"prompt_tokens": 9}}
+                ),
+            ),
+        ]
+    )
     script = Script(lambda url, body: next(replies))
     client = EngineClient(_registry(), transport=CallableTransport(script))
-    batch = asyncio.run(client.score(query="q", documents=["a", "b"], deadline=time.monotonic() + 10,
-                                     max_tokens_per_doc=4, instruction="i", raw=True))
+    batch = asyncio.run(
+        client.score(
+            query="q",
+            documents=["a", "b"],
+            deadline=time.monotonic() + 10,
+            max_tokens_per_doc=4,
+            instruction="i",
+            raw=True,
+        )
+    )
     assert batch.scores == [0.1, 0.2] and batch.prompt_tokens == 9
-    assert script.posts[-1] == ("http://e0/score", {"model": "m", "text_1": "q", "text_2": ["a", "b"],
-                                                    "max_tokens_per_doc": 4, "instruction": "i",
-                                                    "use_activation": False})
+    assert script.posts[-1] == (
+        "http://e0/score",
+        {
+            "model": "m",
+            "text_1": "q",
+            "text_2": ["a", "b"],
+            "max_tokens_per_doc": 4,
+            "instruction": "i",
+            "use_activation": False,
+        },
+    )
     assert len(script.posts) == 2

@@ -11,8 +11,13 @@ from engine.supervisor import EngineSupervisor
 
 
 def cfg(**kw: object) -> EngineConfig:
-    base: dict[str, object] = dict(model="/models/m", served_model_name="m", port=4321, family=FAMILIES["cross-encoder"],
-                                   launch=LaunchMode((sys.executable, "-m", "vllm.entrypoints.openai.api_server"), False))
+    base: dict[str, object] = dict(
+        model="/models/m",
+        served_model_name="m",
+        port=4321,
+        family=FAMILIES["cross-encoder"],
+        launch=LaunchMode((sys.executable, "-m", "vllm.entrypoints.openai.api_server"), False),
+    )
     base.update(kw)
     return EngineConfig(**base)  # type: ignore[arg-type]
 
@@ -33,8 +38,13 @@ def test_console_script_launch_takes_model_positionally() -> None:
 
 
 def test_concurrency_flags_are_passed() -> None:
-    argv = cfg(max_num_seqs=1024, max_num_batched_tokens=32768, gpu_memory_utilization=0.9, tensor_parallel_size=2,
-               device="cuda").argv()
+    argv = cfg(
+        max_num_seqs=1024,
+        max_num_batched_tokens=32768,
+        gpu_memory_utilization=0.9,
+        tensor_parallel_size=2,
+        device="cuda",
+    ).argv()
     pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)}
     assert pairs["--max-num-seqs"] == "1024"
     assert pairs["--max-num-batched-tokens"] == "32768"
@@ -89,12 +99,15 @@ def test_family_detection(tmp_path) -> None:  # type: ignore[no-untyped-def]
         return str(d)
 
     assert detect_family(model({"architectures": ["BertModel"], "model_type": "bert"}))[0].name == "bi-encoder"
-    assert detect_family(model({"architectures": ["BertForSequenceClassification"], "model_type": "bert"}))[0].name \
+    assert (
+        detect_family(model({"architectures": ["BertForSequenceClassification"], "model_type": "bert"}))[0].name
         == "cross-encoder"
+    )
     fam, needs_overrides = detect_family(model({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}))
     assert fam.name == "llm-reranker" and needs_overrides
-    fam, needs_overrides = detect_family(model({"architectures": ["Qwen3ForSequenceClassification"],
-                                                "model_type": "qwen3"}))
+    fam, needs_overrides = detect_family(
+        model({"architectures": ["Qwen3ForSequenceClassification"], "model_type": "qwen3"})
+    )
     assert fam.name == "llm-reranker" and not needs_overrides
     assert detect_family("Qwen/Qwen3-Reranker-4B") == (FAMILIES["llm-reranker"], True)
     assert detect_family("tomaarsen/Qwen3-Reranker-4B-seq-cls") == (FAMILIES["llm-reranker"], False)
@@ -108,9 +121,13 @@ def test_prompt_format_is_published_only_for_our_template_and_tokenizer() -> Non
     assert EngineSupervisor(cfg(**llm)).snapshot()["prompt_format"] == "qwen3-reranker"
     assert cfg().prompt_format is None  # cross-encoder: no template
     assert cfg(family=FAMILIES["llm-reranker"], chat_template="/elsewhere/qwen3_reranker.jinja").prompt_format is None
-    for passed in (("--chat-template", "/t.jinja"), ("--chat-template=/t.jinja",), ("--tokenizer", "/tok"),
-                   ("--revision", "abc"), ("--tokenizer-mode", "slow")):
+    for passed in (
+        ("--chat-template", "/t.jinja"),
+        ("--chat-template=/t.jinja",),
+        ("--tokenizer", "/tok"),
+        ("--revision", "abc"),
+        ("--tokenizer-mode", "slow"),
+    ):
         config = cfg(**llm, extra_args=passed)
         assert config.prompt_format is None, passed
         assert EngineSupervisor(config).snapshot()["prompt_format"] is None
-

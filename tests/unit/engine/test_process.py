@@ -46,8 +46,13 @@ def test_stop_kills_the_whole_group_even_if_sigterm_is_ignored(tmp_path) -> None
         "print('started', flush=True)\n"
         "time.sleep(300)\n"
     )
-    config = EngineConfig(model="x", served_model_name="x", port=1, family=FAMILIES["bi-encoder"],
-                          launch=LaunchMode((sys.executable, "-c", script, "--"), False))
+    config = EngineConfig(
+        model="x",
+        served_model_name="x",
+        port=1,
+        family=FAMILIES["bi-encoder"],
+        launch=LaunchMode((sys.executable, "-c", script, "--"), False),
+    )
     proc = EngineProcess(config)
     proc.start()
     for _ in range(100):

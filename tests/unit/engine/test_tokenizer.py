@@ -22,8 +22,12 @@ PAIRS = [
     ("Qu'est-ce que c'est ? 猫はどうやって狩りをする", "Ünïcödé 🐈 documents — «quoted» ∑ 𝔘"),
     ("braces {{ not jinja }} {% raw %}", "<|im_end|> <Document>: looks like the frame"),
 ]
-INSTRUCTIONS = [None, "", "Given a claim, retrieve passages that support or refute the claim",
-                "multi\nline instruction ✓"]
+INSTRUCTIONS = [
+    None,
+    "",
+    "Given a claim, retrieve passages that support or refute the claim",
+    "multi\nline instruction ✓",
+]
 
 
 def _jinja(query: str, document: str, instruction: str | None) -> str:
@@ -31,8 +35,11 @@ def _jinja(query: str, document: str, instruction: str | None) -> str:
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
     template = env.from_string(QWEN3_TEMPLATE.read_text())
     kwargs: dict[str, Any] = {} if instruction is None else {"instruction": instruction}
-    return template.render(messages=[{"role": "query", "content": query}, {"role": "document", "content": document}],
-                           add_generation_prompt=False, **kwargs)
+    return template.render(
+        messages=[{"role": "query", "content": query}, {"role": "document", "content": document}],
+        add_generation_prompt=False,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("instruction", INSTRUCTIONS, ids=["none", "empty", "custom", "multiline"])

@@ -21,39 +21,77 @@ from gateway.app import create_app
 from gateway.settings import Settings
 
 ROUTES = ["/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"]
-FIELDS = ["model", "query", "documents", "texts", "top_n", "top_k", "return_documents", "rank_fields",
-          "max_chunks_per_doc", "max_tokens_per_doc", "truncation", "truncate", "raw_scores", "return_text",
-          "truncation_direction", "text_1", "text_2", "queries", "instruction", "priority", "use_activation"]
+FIELDS = [
+    "model",
+    "query",
+    "documents",
+    "texts",
+    "top_n",
+    "top_k",
+    "return_documents",
+    "rank_fields",
+    "max_chunks_per_doc",
+    "max_tokens_per_doc",
+    "truncation",
+    "truncate",
+    "raw_scores",
+    "return_text",
+    "truncation_direction",
+    "text_1",
+    "text_2",
+    "queries",
+    "instruction",
+    "priority",
+    "use_activation",
+]
 
 
 def _engine(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
     docs = orjson.loads(body or b"{}").get("text_2") or []
-    return 200, orjson.dumps({"data": [{"index": i, "score": 0.25} for i in range(len(docs))],
-                              "usage": {"prompt_tokens": len(docs)}})
+    return 200, orjson.dumps(
+        {"data": [{"index": i, "score": 0.25} for i in range(len(docs))], "usage": {"prompt_tokens": len(docs)}}
+    )
 
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    registry = EngineRegistry(static=[{"url": "http://engine", "state": "ready", "served_model_name": "m",
-                                       "score_kind": "cosine", "family": "bi-encoder", "max_model_len": 512}])
+    registry = EngineRegistry(
+        static=[
+            {
+                "url": "http://engine",
+                "state": "ready",
+                "served_model_name": "m",
+                "score_kind": "cosine",
+                "family": "bi-encoder",
+                "max_model_len": 512,
+            }
+        ]
+    )
     app = create_app(Settings(max_body_bytes=200_000), registry=registry, engine_transport=CallableTransport(_engine))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=False),
-                      st.text(max_size=30))
-json_value = st.recursive(json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=5),
-                                                            st.dictionaries(st.text(max_size=8), inner, max_size=5)),
-                          max_leaves=20)
-documents = st.one_of(st.lists(st.text(max_size=40), max_size=6),
-                      st.lists(st.dictionaries(st.sampled_from(["text", "title", "x"]), json_value, max_size=3),
-                               max_size=4),
-                      json_value)
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(allow_nan=False), st.text(max_size=30)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=5), st.dictionaries(st.text(max_size=8), inner, max_size=5)),
+    max_leaves=20,
+)
+documents = st.one_of(
+    st.lists(st.text(max_size=40), max_size=6),
+    st.lists(st.dictionaries(st.sampled_from(["text", "title", "x"]), json_value, max_size=3), max_size=4),
+    json_value,
+)
 near_valid = st.fixed_dictionaries(
     {"query": st.one_of(st.text(max_size=40), json_value)},
-    optional={name: (documents if name in ("documents", "texts", "text_2", "queries") else json_value)
-              for name in FIELDS if name != "query"},
+    optional={
+        name: (documents if name in ("documents", "texts", "text_2", "queries") else json_value)
+        for name in FIELDS
+        if name != "query"
+    },
 )
 
 

@@ -23,9 +23,17 @@ from gateway.app import create_app
 from gateway.options import parse_settings
 from gateway.settings import Settings
 
-LLM_ENGINE = {"name": "engine0", "url": "http://engine", "state": "ready", "served_model_name": "m",
-              "family": "llm-reranker", "score_kind": "probability", "max_model_len": 4096, "model": "/models/tiny",
-              "prompt_format": "qwen3-reranker"}
+LLM_ENGINE = {
+    "name": "engine0",
+    "url": "http://engine",
+    "state": "ready",
+    "served_model_name": "m",
+    "family": "llm-reranker",
+    "score_kind": "probability",
+    "max_model_len": 4096,
+    "model": "/models/tiny",
+    "prompt_format": "qwen3-reranker",
+}
 
 
 class CharTokenizer:
@@ -59,8 +67,10 @@ class Engine:
         payload = orjson.loads(body or b"{}")
         self.calls.append((url.removeprefix("http://engine"), payload))
         if url.endswith("/classify"):
-            data = [{"index": i, "label": None, "probs": [len(ids) % 97 / 100], "num_classes": 1}
-                    for i, ids in enumerate(payload["input"])]
+            data = [
+                {"index": i, "label": None, "probs": [len(ids) % 97 / 100], "num_classes": 1}
+                for i, ids in enumerate(payload["input"])
+            ]
             tokens = sum(len(ids) for ids in payload["input"])
         else:
             data = [{"index": i, "score": 0.5} for i in range(len(payload["text_2"]))]
@@ -102,8 +112,7 @@ def _rerank(client: TestClient, **body: Any) -> dict[str, Any]:
     return dict(r.json())
 
 
-def test_plain_request_sends_the_prompts_as_token_ids(client: TestClient, engine: Engine, tok: CharTokenizer
-                                                      ) -> None:
+def test_plain_request_sends_the_prompts_as_token_ids(client: TestClient, engine: Engine, tok: CharTokenizer) -> None:
     docs = ["first doc", "second", "ünï\ncode"]
     data = _rerank(client, documents=docs, instruction="judge")
     prompts = [qwen3_prompt("q", d, "judge") for d in docs]
@@ -130,13 +139,18 @@ def test_cached_pairs_are_not_tokenised_again(tok: CharTokenizer, engine: Engine
     assert scores[1] == {r["index"]: r["relevance_score"] for r in first["results"]}[0]
 
 
-@pytest.mark.parametrize("body", [
-    {"raw_scores": True},                                               # not activated: /score's use_activation
-    {"documents": ["a" * 40, "b"], "max_tokens_per_doc": 8},            # truncated by the engine
-    {"documents": ["a" * 40, "b"], "max_tokens_per_doc": 8, "max_chunks_per_doc": 3},  # chunked
-], ids=["raw-scores", "truncation", "chunking"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"raw_scores": True},  # not activated: /score's use_activation
+        {"documents": ["a" * 40, "b"], "max_tokens_per_doc": 8},  # truncated by the engine
+        {"documents": ["a" * 40, "b"], "max_tokens_per_doc": 8, "max_chunks_per_doc": 3},  # chunked
+    ],
+    ids=["raw-scores", "truncation", "chunking"],
+)
 def test_requests_that_need_the_engine_to_cut_or_keep_logits_send_texts(
-        client: TestClient, engine: Engine, body: dict[str, Any]) -> None:
+    client: TestClient, engine: Engine, body: dict[str, Any]
+) -> None:
     path = "/v1/rerank" if "max_chunks_per_doc" in body else "/v2/rerank"
     r = client.post(path, json={"query": "q", "documents": ["aa", "b"], **body})
     assert r.status_code == 200, r.text
@@ -150,10 +164,14 @@ def test_pretokenize_off_sends_texts(tok: CharTokenizer, engine: Engine) -> None
     assert engine.calls[0][1]["text_2"] == ["aa", "b"]
 
 
-@pytest.mark.parametrize("state", [
-    {"prompt_format": None},                                    # external engine, or a --chat-template of its own
-    {"family": "cross-encoder", "prompt_format": None},
-], ids=["no-prompt-format", "cross-encoder"])
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"prompt_format": None},  # external engine, or a --chat-template of its own
+        {"family": "cross-encoder", "prompt_format": None},
+    ],
+    ids=["no-prompt-format", "cross-encoder"],
+)
 def test_engines_without_our_prompt_get_texts(tok: CharTokenizer, engine: Engine, state: dict[str, Any]) -> None:
     for client in _serve(Settings(), engine, **state):
         _rerank(client)

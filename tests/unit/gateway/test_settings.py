@@ -99,8 +99,12 @@ def test_llm_rerankers_run_our_template_unless_overridden() -> None:
     assert parse_settings(["--model-size", "0.6B"], {}).engine_config(port=9).prompt_format == "qwen3-reranker"
     mine = parse_settings(["--model-size", "0.6B", "--chat-template", "/mine.jinja"], {})
     assert mine.engine_config(port=9).prompt_format is None
-    assert parse_settings(["--model", "/models/bert-ce", "--model-family", "cross-encoder"], {}
-                          ).engine_config(port=9).prompt_format is None
+    assert (
+        parse_settings(["--model", "/models/bert-ce", "--model-family", "cross-encoder"], {})
+        .engine_config(port=9)
+        .prompt_format
+        is None
+    )
 
 
 def test_model_wins_over_model_size() -> None:
@@ -135,22 +139,59 @@ def test_parser_builds() -> None:
 def test_origin_guide_high_performance_recipe_reaches_vllm() -> None:
     """The guide's multi-GPU recipe: every flag lands on the engine's command line (TP=2) and
     NVLink multicast stays off. (Running it needs two GPUs; see docs/gpu-performance.md.)"""
-    s = parse_settings(["--workers", "4", "--tensor-parallel-size", "2", "--max-num-seqs", "2048",
-                        "--max-num-batched-tokens", "65536", "--gpu-memory-utilization", "0.95",
-                        "--max-workers", "16", "--model-size", "8B", "--device", "cuda"], {})
+    s = parse_settings(
+        [
+            "--workers",
+            "4",
+            "--tensor-parallel-size",
+            "2",
+            "--max-num-seqs",
+            "2048",
+            "--max-num-batched-tokens",
+            "65536",
+            "--gpu-memory-utilization",
+            "0.95",
+            "--max-workers",
+            "16",
+            "--model-size",
+            "8B",
+            "--device",
+            "cuda",
+        ],
+        {},
+    )
     cfg = s.engine_configs([7000])[0]
     argv = cfg.argv()
     pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)}
     assert argv[argv.index("--model") + 1 if "--model" in argv else 2] == "Qwen/Qwen3-Reranker-8B"
-    assert (pairs["--tensor-parallel-size"], pairs["--max-num-seqs"], pairs["--max-num-batched-tokens"],
-            pairs["--gpu-memory-utilization"]) == ("2", "2048", "65536", "0.95")
+    assert (
+        pairs["--tensor-parallel-size"],
+        pairs["--max-num-seqs"],
+        pairs["--max-num-batched-tokens"],
+        pairs["--gpu-memory-utilization"],
+    ) == ("2", "2048", "65536", "0.95")
     assert cfg.env({})["NCCL_NVLS_ENABLE"] == "0"
     assert s.workers == 4 and s.max_workers == 16 and s.public()["tensor_parallel_size"] == 2
 
 
 def test_two_replicas_one_per_gpu() -> None:
-    s = parse_settings(["--engine-replicas", "2", "--engine-devices", "0", "--engine-devices", "1",
-                        "--model-size", "8B", "--device", "cuda", "--gpu-memory-utilization", "0.9"], {})
+    s = parse_settings(
+        [
+            "--engine-replicas",
+            "2",
+            "--engine-devices",
+            "0",
+            "--engine-devices",
+            "1",
+            "--model-size",
+            "8B",
+            "--device",
+            "cuda",
+            "--gpu-memory-utilization",
+            "0.9",
+        ],
+        {},
+    )
     cfgs = s.engine_configs([7000, 7001])
     assert [dict(c.extra_env)["CUDA_VISIBLE_DEVICES"] for c in cfgs] == ["0", "1"]
     assert [c.gpu_memory_utilization for c in cfgs] == [0.9, 0.9]  # own GPU each: no split
@@ -162,14 +203,23 @@ def test_auto_replicas_from_host_cores_for_encoders_on_gpu(tmp_path) -> None:  #
 
     bert = tmp_path / "bert"
     bert.mkdir()
-    (bert / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"],
-                                                  "model_type": "bert"}))
+    (bert / "config.json").write_text(
+        json.dumps({"architectures": ["BertForSequenceClassification"], "model_type": "bert"})
+    )
     gpu = parse_settings(["--model", str(bert), "--device", "cuda"], {})
     assert gpu.replica_count(cpu_count=16) == 8 and gpu.replica_count(cpu_count=8) == 3
     assert gpu.replica_count(cpu_count=2) == 1
     assert parse_settings(["--model", str(bert), "--device", "cpu"], {}).replica_count(cpu_count=16) == 1
     assert parse_settings(["--model-size", "0.6B", "--device", "cuda"], {}).replica_count(cpu_count=16) == 1
-    assert parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"],
-                          {}).replica_count(cpu_count=16) == 1
-    assert parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"],
-                          {}).replica_count(cpu_count=16) == 3
+    assert (
+        parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"], {}).replica_count(
+            cpu_count=16
+        )
+        == 1
+    )
+    assert (
+        parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"], {}).replica_count(
+            cpu_count=16
+        )
+        == 3
+    )

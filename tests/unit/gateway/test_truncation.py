@@ -48,12 +48,23 @@ def client(bundled_model_path: str, sent: list[dict[str, Any]], family: str) -> 
         req = orjson.loads(body or b"{}")
         sent.append(req)
         docs = req["text_2"]
-        return 200, orjson.dumps({"data": [{"index": i, "score": 0.5} for i in range(len(docs))],
-                                  "usage": {"prompt_tokens": 1}})
+        return 200, orjson.dumps(
+            {"data": [{"index": i, "score": 0.5} for i in range(len(docs))], "usage": {"prompt_tokens": 1}}
+        )
 
-    registry = EngineRegistry(static=[{"url": "http://engine", "state": "ready", "served_model_name": "m",
-                                       "score_kind": "probability", "family": family,
-                                       "max_model_len": MAX_LEN, "model": bundled_model_path}])
+    registry = EngineRegistry(
+        static=[
+            {
+                "url": "http://engine",
+                "state": "ready",
+                "served_model_name": "m",
+                "score_kind": "probability",
+                "family": family,
+                "max_model_len": MAX_LEN,
+                "model": bundled_model_path,
+            }
+        ]
+    )
     app = create_app(Settings(), registry=registry, engine_transport=CallableTransport(engine))
     with TestClient(app) as c:
         yield c
@@ -102,12 +113,15 @@ def _assert_cut(hf_tok: Any, docs: list[str], got: list[str], *, cut: tuple[int,
             assert sent_doc == doc
             continue
         assert sent_doc != doc and doc.startswith(sent_doc)
-        assert hf_tok(sent_doc, add_special_tokens=False)["input_ids"] == \
-            hf_tok(doc, add_special_tokens=False)["input_ids"][:budget]
+        assert (
+            hf_tok(sent_doc, add_special_tokens=False)["input_ids"]
+            == hf_tok(doc, add_special_tokens=False)["input_ids"][:budget]
+        )
 
 
-def test_documents_that_fit_by_tokens_are_sent_as_they_are(client: TestClient, sent: list[dict[str, Any]],
-                                                           family: str) -> None:
+def test_documents_that_fit_by_tokens_are_sent_as_they_are(
+    client: TestClient, sent: list[dict[str, Any]], family: str
+) -> None:
     # over the byte bound but within the token budget: untouched
     doc = "tokenization " * 30
     r = client.post("/v1/rerank", json={"query": "q", "documents": [doc]})
