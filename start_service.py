@@ -50,14 +50,15 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from engine import FAMILIES, EngineSupervisor, RestartPolicy, publish_state
+    from engine import FAMILIES, EngineHandle, EngineSupervisor, RestartPolicy, publish_state
     from engine.external import ExternalEngine
-    from gateway.options import parse_settings
+    from gateway.cli import parse_settings
     from gateway.settings import SETTINGS_ENV, SettingsError
+    from gateway.topology import engine_configs, plan_topology
 
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv)
-        config_probe = settings.resolved_model
+        topology = plan_topology(settings)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -73,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.engine_urls:
         ports: list[int] = []
     elif settings.engine_port:
-        ports = [settings.engine_port + i for i in range(settings.replica_count())]
+        ports = [settings.engine_port + i for i in range(len(topology.engines))]
     else:
         ports = []
-        while len(ports) < settings.replica_count():
+        while len(ports) < len(topology.engines):
             p = _free_port()
             if p not in ports:
                 ports.append(p)
@@ -97,19 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from gateway.app import STATE_FILE_ENV
 
-    configs = settings.engine_configs(ports)
+    configs = engine_configs(settings, topology, ports)
     log.info(
         "service_config model=%s device=%s workers=%d engines=%s",
-        config_probe,
-        settings.resolved_device,
+        topology.model,
+        topology.device,
         settings.workers,
         ",".join([c.url for c in configs] + list(settings.engine_urls)),
     )
 
-    supervisors: list[EngineSupervisor | ExternalEngine] = []
+    supervisors: list[EngineHandle] = []
 
     def publish() -> None:
-        publish_state(state_path, [s.snapshot() for s in supervisors], gateway_pid=os.getpid())
+        publish_state(state_path, [s.snapshot() for s in supervisors])
 
     supervisors.extend(
         EngineSupervisor(
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, url in enumerate(settings.engine_urls)
     )
     publish()
-    os.environ[SETTINGS_ENV] = settings.to_json()
+    os.environ[SETTINGS_ENV] = settings.model_dump_json()
     os.environ[STATE_FILE_ENV] = str(state_path)
 
     exit_code = 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-__all__ = ["detect_v1_rerank", "detect_bare_rerank", "V1Dialect", "BareDialect"]
+__all__ = ["BareDialect", "Dialect", "V1Dialect", "detect_bare_rerank", "detect_v1_rerank", "dialect_of"]
 
 V1Dialect = Literal["voyage", "cohere"]
 BareDialect = Literal["tei", "cohere"]
@@ -31,4 +31,21 @@ def detect_bare_rerank(body: Mapping[str, Any]) -> BareDialect:
     """`texts` without `documents` → "tei"; else "cohere" (the Cohere v1 / Jina superset)."""
     if "texts" in body and "documents" not in body:
         return "tei"
+    return "cohere"
+
+
+Dialect = Literal["cohere", "voyage", "tei", "openai"]
+
+_OPENAI_PATHS = frozenset({"/score", "/v1/score", "/v1/models", "/models"})
+
+
+def dialect_of(path: str, body: object) -> Dialect:
+    """The dialect of a request, decided once from its path and (parsed JSON) body; every answer to
+    it, errors included, is rendered in this dialect. `body` is None when it was not read."""
+    if path == "/v1/rerank":
+        return detect_v1_rerank(body) if isinstance(body, Mapping) else "cohere"
+    if path == "/rerank":
+        return detect_bare_rerank(body) if isinstance(body, Mapping) else "cohere"
+    if path in _OPENAI_PATHS:
+        return "openai"
     return "cohere"

@@ -12,8 +12,9 @@ from engine.errors import (
     EngineUnavailableError,
 )
 from engine.families import QWEN3_PRESETS, QWEN3_RERANKER_OVERRIDES, ModelFamily, detect_family, FAMILIES
-from engine.registry import EngineRegistry, EngineView, publish_state
-from engine.supervisor import EngineState, EngineSupervisor, RestartPolicy
+from engine.registry import EngineRegistry
+from engine.snapshot import EngineArgs, EngineHandle, EngineSnapshot, EngineState, ModelWindow, publish_state
+from engine.supervisor import EngineSupervisor, RestartPolicy
 
 __all__ = [
     "EngineClient",
@@ -35,7 +36,7 @@ __all__ = [
     "detect_family",
     "FAMILIES",
     "EngineRegistry",
-    "EngineView",
+    "EngineSnapshot", "EngineArgs", "EngineHandle", "ModelWindow",
     "publish_state",
     "EngineState",
     "EngineSupervisor",

@@ -28,7 +28,8 @@ from engine.errors import (
     EngineTimeoutError,
     EngineUnavailableError,
 )
-from engine.registry import EngineRegistry, EngineView
+from engine.registry import EngineRegistry
+from engine.snapshot import EngineSnapshot
 from engine.transport import AiohttpTransport, ConnectFailed, ConnectionLost, ReadTimeout, Transport
 
 __all__ = ["EngineClient", "ScoreBatch"]
@@ -44,7 +45,7 @@ class ScoreBatch:
 
 
 # (engine) -> (path, JSON body) of one call; one answer item -> its score.
-_Request = Callable[[EngineView], tuple[str, dict[str, Any]]]
+_Request = Callable[[EngineSnapshot], tuple[str, dict[str, Any]]]
 _Parse = Callable[[dict[str, Any]], float]
 
 
@@ -131,7 +132,7 @@ class EngineClient:
             EngineProtocolError: an unreadable answer.
         """
 
-        def request(engine: EngineView) -> tuple[str, dict[str, Any]]:
+        def request(engine: EngineSnapshot) -> tuple[str, dict[str, Any]]:
             body: dict[str, Any] = {"model": engine.served_model_name, "text_1": query, "text_2": documents}
             if max_tokens_per_doc:
                 body["max_tokens_per_doc"] = max_tokens_per_doc
@@ -154,7 +155,7 @@ class EngineClient:
         Raises: as `score()`.
         """
 
-        def request(engine: EngineView) -> tuple[str, dict[str, Any]]:
+        def request(engine: EngineSnapshot) -> tuple[str, dict[str, Any]]:
             return "/classify", {"model": engine.served_model_name, "input": prompts}
 
         return await self._with_retries(request, _parse_classify, len(prompts), deadline)
@@ -202,7 +203,7 @@ class EngineClient:
         raise last or EngineUnavailableError("engine unavailable")  # pragma: no cover
 
     async def _call_once(
-        self, engine: EngineView, request: _Request, parse: _Parse, n: int, deadline: float
+        self, engine: EngineSnapshot, request: _Request, parse: _Parse, n: int, deadline: float
     ) -> ScoreBatch:
         path, body = request(engine)
         remaining = deadline - time.monotonic()

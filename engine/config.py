@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.families import ModelFamily
+from engine.snapshot import EngineArgs
 
 __all__ = ["EngineConfig", "LaunchMode", "detect_launch_mode", "detect_device", "TEMPLATE_DIR", "QWEN3_TEMPLATE"]
 
@@ -101,6 +102,37 @@ class EngineConfig:
             return None
         return "qwen3-reranker"
 
+    def effective_args(self) -> EngineArgs:
+        """The values the engine will run with: a pass-through flag wins over the service's own
+        (`argv()` never repeats a flag the user gave). max_model_len is what was asked; the engine's
+        /v1/models answer replaces it once the engine is up."""
+
+        def given(flag: str, current: object) -> object:
+            value = self._passed(flag)
+            return current if value is None else value
+
+        gpu = self.gpu_memory_utilization if self.device != "cpu" else None
+        return EngineArgs.model_validate(
+            {
+                "max_model_len": given("--max-model-len", self.max_model_len),
+                "max_num_seqs": given("--max-num-seqs", self.max_num_seqs),
+                "max_num_batched_tokens": given("--max-num-batched-tokens", self.max_num_batched_tokens),
+                "gpu_memory_utilization": given("--gpu-memory-utilization", gpu),
+                "tensor_parallel_size": given("--tensor-parallel-size", self.tensor_parallel_size),
+                "dtype": given("--dtype", self.dtype),
+            }
+        )
+
+    def _passed(self, flag: str) -> str | None:
+        """The value of `flag` in the pass-through args (`--flag value` or `--flag=value`), if given."""
+        args = self.extra_args
+        for i, a in enumerate(args):
+            if a.startswith(flag + "="):
+                return a.split("=", 1)[1]
+            if a == flag and i + 1 < len(args):
+                return args[i + 1]
+        return None
+
     def _given(self, flag: str) -> bool:
         """True when the user's pass-through args already set `flag` (theirs win)."""
         return any(a == flag or a.startswith(flag + "=") for a in self.extra_args)
@@ -142,6 +174,10 @@ class EngineConfig:
         # inherited, vLLM writes its samples into it and reads the gateway's, so every series is
         # reported twice once the engine's /metrics is proxied. Unset, vLLM makes its own.
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        # The service's own variables (its settings, API keys among them, and state file) are not
+        # the engine's: vLLM warns about every unknown VLLM_* variable, and a key has no business there.
+        for key in [k for k in env if k.startswith("VLLM_RERANK_")]:
+            del env[key]
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("VLLM_DO_NOT_TRACK", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")

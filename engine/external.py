@@ -11,11 +11,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 
+from engine.errors import EngineStartError
 from engine.families import FAMILIES, ModelFamily, detect_family
+from engine.snapshot import EngineArgs, EngineSnapshot, EngineState
 
 __all__ = ["ExternalEngine"]
 
@@ -41,11 +42,11 @@ class ExternalEngine:
         self.model = ""
         self.max_model_len: int | None = None
         self.interval_s = interval_s
-        self.state = "starting"
+        self.state = EngineState.STARTING
         self.last_error: str | None = None
         self.restarts = 0
         self.ready_since: float | None = None
-        self.start_error = None
+        self.start_error: EngineStartError | None = None  # external engines never fail the start
         self._on_change = on_change or (lambda: None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,30 +59,27 @@ class ExternalEngine:
         self._stop.set()
         if self._thread:
             self._thread.join(5)
-        self.state = "stopped"
+        self.state = EngineState.STOPPED
 
     def wait_first_start(self, timeout: float | None = None) -> bool:
         """External engines never fail the service's start; they are retried forever."""
         return True
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "url": self.url,
-            "model": self.model,
-            "served_model_name": self.served_model_name,
-            "family": self.family.name,
-            "score_kind": self.family.score_kind,
-            "state": self.state,
-            "pid": None,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-            "gpu_memory_utilization": None,
-            "ready_since": self.ready_since,
-            "managed": False,
-            "max_model_len": self.max_model_len,
-            "prompt_format": None,  # its template is unknown: prompts are always sent as text
-        }
+    def snapshot(self) -> EngineSnapshot:
+        return EngineSnapshot(
+            name=self.name,
+            url=self.url,
+            managed=False,
+            state=self.state,
+            model=self.model,
+            served_model_name=self.served_model_name,
+            family=self.family,
+            prompt_format=None,  # its template is unknown: prompts are always sent as text
+            args=EngineArgs(max_model_len=self.max_model_len),
+            restarts=self.restarts,
+            last_error=self.last_error,
+            ready_since=self.ready_since,
+        )
 
     def _describe(self, client: httpx.Client) -> None:
         """Learn the served name and model (for family detection) from /v1/models."""
@@ -94,16 +92,15 @@ class ExternalEngine:
         if self._family_override is None:
             self.family = detect_family(self.model)[0]
 
-    def _set(self, state: str, error: str | None = None) -> None:
+    def _set(self, state: EngineState, error: str | None = None) -> None:
         if state != self.state:
-            log.info(
-                "engine_state name=%s url=%s state=%s%s", self.name, self.url, state, f" error={error}" if error else ""
-            )
-            if state == "ready" and self.state == "unreachable":
+            suffix = f" error={error}" if error else ""
+            log.info("engine_state name=%s url=%s state=%s%s", self.name, self.url, state.value, suffix)
+            if state is EngineState.READY and self.state is EngineState.UNREACHABLE:
                 self.restarts += 1
         self.state = state
         self.last_error = error
-        self.ready_since = (self.ready_since or time.time()) if state == "ready" else None
+        self.ready_since = (self.ready_since or time.time()) if state is EngineState.READY else None
         self._on_change()
 
     def _run(self) -> None:
@@ -111,9 +108,13 @@ class ExternalEngine:
             while not self._stop.is_set():
                 try:
                     ok = client.get(f"{self.url}/health").status_code == 200
-                    if ok and not self.served_model_name or ok and not self.model:
+                    if ok and (not self.served_model_name or not self.model):
                         self._describe(client)
-                    self._set("ready" if ok else "unreachable", None if ok else "health check failed")
+                    if ok:
+                        self._set(EngineState.READY)
+                    else:
+                        self._set(EngineState.UNREACHABLE, "health check failed")
                 except (httpx.HTTPError, ValueError) as exc:
-                    self._set("unreachable" if self.state != "starting" else "starting", type(exc).__name__)
+                    never_seen = self.state is EngineState.STARTING
+                    self._set(EngineState.STARTING if never_seen else EngineState.UNREACHABLE, type(exc).__name__)
                 self._stop.wait(self.interval_s)

@@ -7,7 +7,6 @@ too many crashes in a window); STOPPED (after stop()). Every change is published
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -20,18 +19,11 @@ import httpx
 from engine.config import EngineConfig
 from engine.errors import EngineStartError
 from engine.process import EngineProcess, classify_failure
+from engine.snapshot import EngineSnapshot, EngineState
 
-__all__ = ["EngineState", "EngineSupervisor", "RestartPolicy"]
+__all__ = ["EngineSupervisor", "RestartPolicy"]
 
 log = logging.getLogger("vllm_rerank.engine")
-
-
-class EngineState(str, enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-    STOPPED = "stopped"
 
 
 class RestartPolicy:
@@ -115,24 +107,29 @@ class EngineSupervisor:
         with self._lock:
             return self._proc.pid if self._proc and self._proc.alive() else None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "name": self.config.name,
-            "url": self.config.url,
-            "model": self.config.model,
-            "served_model_name": self.config.served_model_name,
-            "family": self.config.family.name,
-            "score_kind": self.config.family.score_kind,
-            "state": self.state.value,
-            "pid": self.pid,
-            "restarts": self.restarts,
-            "last_error": self.last_error,
-            "gpu_memory_utilization": self.config.gpu_memory_utilization,
-            "ready_since": self.ready_since,
-            "max_model_len": self.max_model_len,
-            "prompt_format": self.config.prompt_format,
-            "managed": True,
-        }
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def snapshot(self) -> EngineSnapshot:
+        args = self.config.effective_args()
+        if self.max_model_len is not None:  # what the engine reported, once it is up
+            args = args.model_copy(update={"max_model_len": self.max_model_len})
+        return EngineSnapshot(
+            name=self.config.name,
+            url=self.config.url,
+            managed=True,
+            state=self.state,
+            model=self.config.model,
+            served_model_name=self.config.served_model_name,
+            family=self.config.family,
+            prompt_format=self.config.prompt_format,
+            args=args,
+            pid=self.pid,
+            restarts=self.restarts,
+            last_error=self.last_error,
+            ready_since=self.ready_since,
+        )
 
     # ------------------------------------------------------------------ internals
     def _set(self, state: EngineState) -> None:

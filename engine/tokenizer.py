@@ -20,6 +20,7 @@ from engine.families import ModelFamily
 __all__ = [
     "ModelTokenizer",
     "load_tokenizer",
+    "loaded_tokenizer",
     "qwen3_prompt",
     "QWEN3_PREFIX",
     "QWEN3_SUFFIX",
@@ -107,6 +108,11 @@ _LOCK = threading.Lock()
 _LOADED: dict[tuple[str, str], ModelTokenizer] = {}
 _FAILED: dict[tuple[str, str], float] = {}
 _RETRY_FAILED_AFTER_S = 60.0
+
+
+def loaded_tokenizer(model: str, family: ModelFamily) -> ModelTokenizer | None:
+    """The tokenizer if this process loaded it already (a dict lookup: no thread hop needed)."""
+    return _LOADED.get((model, family.name))
 
 
 def load_tokenizer(model: str, family: ModelFamily) -> ModelTokenizer | None:

@@ -16,32 +16,67 @@ from pathlib import Path
 import anyio.to_thread
 from fastapi import FastAPI
 
-from engine import EngineClient, EngineRegistry
+from core import Admission, PipelinePolicy, RerankPipeline, ScoreCache
+from engine import EngineClient, EngineRegistry, ModelFamily
+from engine.tokenizer import ModelTokenizer, load_tokenizer, loaded_tokenizer
 from engine.transport import Transport
 from gateway.deps import Runtime
 from gateway.errors import register_error_handlers
+from gateway.metrics import METRICS
 from gateway.middleware import GatewayMiddleware, KeyStore
 from gateway.routes import ops, rerank
-from gateway.service import RerankService
 from gateway.settings import SETTINGS_ENV, Settings
+from gateway.topology import Topology, plan_topology
 
-__all__ = ["create_app", "create_app_from_env", "STATE_FILE_ENV"]
+__all__ = ["STATE_FILE_ENV", "create_app", "create_app_from_env"]
 
 STATE_FILE_ENV = "VLLM_RERANK_STATE_FILE"
 log = logging.getLogger("vllm_rerank.gateway")
 
 
+class _Tokenizers:
+    """core.ports.TokenizerSource over engine.tokenizer's per-process cache."""
+
+    def loaded(self, model: str, family: ModelFamily) -> ModelTokenizer | None:
+        return loaded_tokenizer(model, family)
+
+    def load(self, model: str, family: ModelFamily) -> ModelTokenizer | None:
+        return load_tokenizer(model, family)
+
+
+def build_pipeline(settings: Settings, topology: Topology, registry: EngineRegistry, client: EngineClient) -> RerankPipeline:
+    policy = PipelinePolicy(
+        served_name=settings.resolved_served_name,
+        aliases=settings.model_aliases,
+        strict_model_names=settings.strict_model_names,
+        max_documents=settings.max_documents,
+        request_timeout=settings.request_timeout,
+        pretokenize=settings.pretokenize == "auto",
+    )
+    return RerankPipeline(
+        door=client,
+        engines=registry,
+        tokenizers=_Tokenizers(),
+        policy=policy,
+        admission=Admission(topology.inflight_pairs_per_worker, on_change=METRICS.inflight_pairs.inc),
+        cache=ScoreCache(settings.score_cache_size),
+    )
+
+
 def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport: Transport | None = None) -> FastAPI:
     """The app for one worker. `engine_transport` replaces the HTTP transport to the engines
     (tests inject faults and fuzz with it)."""
+    topology = plan_topology(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.max_workers
         client = EngineClient(registry, transport=engine_transport)
-        service = RerankService(client=client, registry=registry, settings=settings)
-        app.state.runtime = Runtime(settings=settings, registry=registry, client=client, service=service)
-        warm = asyncio.ensure_future(_preload_tokenizer(service, registry))
+        pipeline = build_pipeline(settings, topology, registry, client)
+        app.state.runtime = Runtime(
+            settings=settings, topology=topology, registry=registry, client=client, pipeline=pipeline
+        )
+        warm = asyncio.ensure_future(_preload_tokenizer(pipeline, registry))
         try:
             yield
         finally:
@@ -61,19 +96,19 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     return app
 
 
-async def _preload_tokenizer(service: RerankService, registry: EngineRegistry) -> None:
+async def _preload_tokenizer(pipeline: RerankPipeline, registry: EngineRegistry) -> None:
     """Load the model's tokenizer once an engine is ready, so no request pays for it."""
     while True:
         ready = [e for e in registry.engines() if e.ready and e.max_model_len]
         if ready:
-            await service.tokenizer(ready[0])
+            await pipeline.tokenizer(ready[0])
             return
         await asyncio.sleep(1.0)
 
 
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers: settings and the state file path come from the parent."""
-    settings = Settings.from_json(os.environ[SETTINGS_ENV])
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )  # no-op if configured

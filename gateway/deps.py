@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from core import RerankPipeline
 from engine import EngineClient, EngineRegistry
-from gateway.service import RerankService
 from gateway.settings import Settings
+from gateway.topology import Topology
 
 __all__ = ["Runtime", "RuntimeDep"]
 
@@ -17,9 +18,10 @@ __all__ = ["Runtime", "RuntimeDep"]
 @dataclass
 class Runtime:
     settings: Settings
+    topology: Topology
     registry: EngineRegistry
     client: EngineClient
-    service: RerankService
+    pipeline: RerankPipeline
 
 
 def _runtime(request: Request) -> Runtime:

@@ -1,20 +1,29 @@
-"""Exception → HTTP status → the caller's dialect envelope. The one status table of the service.
+"""The one error table of the service: exception kind → HTTP status (+ Retry-After) → the caller's
+dialect envelope. The middleware (auth, body limits, unreadable JSON) and the exception handlers
+(everything raised below the routes) both render through `render_error`.
 
-| status | when |
-| 400 | CompatError, EngineRejectedError (the engine's message), body not JSON |
-| 404 | UnknownModelError (strict model names) |
-| 422 | the body does not match the dialect's schema (wrong types, missing fields) |
-| 429 | OverloadedError: this service's in-flight pair limit, with Retry-After |
-| 503 | EngineUnavailableError / EngineOverloadedError, with Retry-After |
-| 504 | EngineTimeoutError |
-| 502 | EngineProtocolError |
-| 500 | anything else: generic message + request id; traceback only in the log |
+| kind | status |
+| CompatError (UnknownModelError: 404; too long with truncation off: 413) | its own, 400 by default |
+| pydantic ValidationError (the body does not fit the dialect's schema) | 422 |
+| UnauthorizedError | 401 + WWW-Authenticate |
+| BodyTooLargeError | 413 |
+| OverloadedError (this service's in-flight limit) | 429 + Retry-After |
+| EngineUnavailableError, EngineOverloadedError | 503 + Retry-After |
+| EngineTimeoutError | 504 |
+| EngineRejectedError (the engine's own 4xx) | 413 and 422 as the engine said, else 400 |
+| EngineProtocolError | 502 |
+| any other EngineError | 503 + Retry-After 2 |
+| starlette HTTPException (404 unknown path, 405 method) | its own |
+| anything else | 500: a generic message and the request id; the traceback only in the log |
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -24,7 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from compat.errors import CompatError, error_body
-from gateway.admission import OverloadedError
+from core import OverloadedError
 from engine import (
     EngineError,
     EngineProtocolError,
@@ -33,30 +42,26 @@ from engine import (
     EngineUnavailableError,
 )
 
-__all__ = ["register_error_handlers", "error_response", "validation_message"]
+__all__ = [
+    "ERRORS",
+    "BodyTooLargeError",
+    "ErrorKind",
+    "RenderedError",
+    "UnauthorizedError",
+    "register_error_handlers",
+    "render_error",
+    "validation_message",
+]
 
 log = logging.getLogger("vllm_rerank.gateway")
 
 
-def _request_id(request: Request) -> str:
-    return str(getattr(request.state, "request_id", "") or "")
+class UnauthorizedError(Exception):
+    """No bearer key, or one that is not accepted."""
 
 
-def _dialect(request: Request) -> str:
-    return str(getattr(request.state, "dialect", "cohere"))
-
-
-def error_response(
-    request: Request, status: int, message: str, *, param: str | None = None, retry_after: float | None = None
-) -> Response:
-    body = error_body(
-        dialect=_dialect(request), status=status, message=message, request_id=_request_id(request), param=param
-    )
-    headers = {}
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
-    request.state.error = message
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+class BodyTooLargeError(Exception):
+    """The request body is larger than --max-body-bytes."""
 
 
 def validation_message(exc: ValidationError | RequestValidationError) -> tuple[str, str | None]:
@@ -70,47 +75,90 @@ def validation_message(exc: ValidationError | RequestValidationError) -> tuple[s
     return f"invalid request: {param or 'body'}: {first.get('msg', 'invalid')}{more}", param
 
 
+def _validation(exc: Any) -> tuple[str, str | None]:
+    return validation_message(exc)
+
+
+def _rejected_status(exc: Any) -> int:
+    return exc.status if exc.status in (413, 422) else 400
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    """status: a number, or read from the exception. message: (text, param) for the body.
+    retry_after: seconds for Retry-After, or None for no header."""
+
+    status: int | Callable[[Any], int]
+    message: Callable[[Any], tuple[str, str | None]] = lambda e: (str(e), None)
+    retry_after: Callable[[Any], float | None] = lambda e: None
+    headers: tuple[tuple[str, str], ...] = ()
+    log_error: bool = False
+
+
+ERRORS: dict[type[BaseException], ErrorKind] = {
+    CompatError: ErrorKind(lambda e: e.status, lambda e: (e.message, e.param)),
+    ValidationError: ErrorKind(422, _validation),
+    RequestValidationError: ErrorKind(422, _validation),
+    UnauthorizedError: ErrorKind(401, headers=(("WWW-Authenticate", "Bearer"),)),
+    BodyTooLargeError: ErrorKind(413),
+    OverloadedError: ErrorKind(429, lambda e: (e.message, None), lambda e: e.retry_after),
+    EngineUnavailableError: ErrorKind(
+        503, lambda e: (f"service unavailable: {e.message}", None), lambda e: e.retry_after
+    ),
+    EngineTimeoutError: ErrorKind(504, lambda e: (e.message, None)),
+    EngineRejectedError: ErrorKind(_rejected_status, lambda e: (f"invalid request: {e.message}", e.param)),
+    EngineProtocolError: ErrorKind(502, lambda e: ("the engine returned an unreadable answer", None), log_error=True),
+    EngineError: ErrorKind(503, lambda e: (f"service unavailable: {e.message}", None), lambda e: 2.0),
+    StarletteHTTPException: ErrorKind(lambda e: e.status_code, lambda e: (str(e.detail), None)),
+}
+_UNEXPECTED = ErrorKind(500, log_error=True)
+
+
+def kind_of(exc: BaseException) -> ErrorKind:
+    """The table's entry for the exception's most specific class."""
+    for cls in type(exc).__mro__:
+        kind = ERRORS.get(cls)
+        if kind is not None:
+            return kind
+    return _UNEXPECTED
+
+
+@dataclass(frozen=True)
+class RenderedError:
+    status: int
+    message: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def render_error(exc: BaseException, *, dialect: str, request_id: str) -> RenderedError:
+    kind = kind_of(exc)
+    status = kind.status if isinstance(kind.status, int) else kind.status(exc)
+    if kind is _UNEXPECTED:
+        log.error("unhandled_error request_id=%s", request_id, exc_info=exc)
+        message, param = f"internal error (request id {request_id})", None
+    else:
+        message, param = kind.message(exc)
+        if kind.log_error:
+            log.error("%s request_id=%s %s", type(exc).__name__, request_id, exc)
+    headers = list(kind.headers)
+    retry = kind.retry_after(exc)
+    if retry is not None:
+        headers.append(("Retry-After", str(max(1, math.ceil(retry)))))
+    body = error_body(dialect=dialect, status=status, message=message, request_id=request_id, param=param)
+    return RenderedError(status, message, tuple(headers), orjson.dumps(body))
+
+
 def register_error_handlers(app: FastAPI) -> None:
-    """Specific handlers first; `Exception` last (it must never leak details)."""
+    """One handler: every exception goes through the table, in the dialect the middleware decided."""
 
-    async def compat_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, CompatError)
-        return error_response(request, exc.status, exc.message, param=exc.param)
+    async def handle(request: Request, exc: Exception) -> Response:
+        state = request.state
+        err = render_error(
+            exc, dialect=str(getattr(state, "dialect", "cohere")), request_id=str(getattr(state, "request_id", ""))
+        )
+        state.error = err.message
+        return Response(err.body, status_code=err.status, media_type="application/json", headers=dict(err.headers))
 
-    async def pydantic_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, (ValidationError, RequestValidationError))
-        message, param = validation_message(exc)
-        return error_response(request, 422, message, param=param)
-
-    async def engine_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, EngineError)
-        if isinstance(exc, EngineUnavailableError):
-            return error_response(request, 503, f"service unavailable: {exc.message}", retry_after=exc.retry_after)
-        if isinstance(exc, EngineTimeoutError):
-            return error_response(request, 504, exc.message)
-        if isinstance(exc, EngineRejectedError):
-            return error_response(request, 400, f"invalid request: {exc.message}", param=exc.param)
-        if isinstance(exc, EngineProtocolError):
-            log.error("engine_protocol_error request_id=%s %s", _request_id(request), exc.message)
-            return error_response(request, 502, "the engine returned an unreadable answer")
-        return error_response(request, 503, f"service unavailable: {exc.message}", retry_after=2)
-
-    async def overloaded(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, OverloadedError)
-        return error_response(request, 429, exc.message, retry_after=exc.retry_after)
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        return error_response(request, exc.status_code, str(exc.detail))
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error request_id=%s", _request_id(request))
-        return error_response(request, 500, f"internal error (request id {_request_id(request)})")
-
-    app.add_exception_handler(CompatError, compat_error)
-    app.add_exception_handler(RequestValidationError, pydantic_error)
-    app.add_exception_handler(ValidationError, pydantic_error)
-    app.add_exception_handler(EngineError, engine_error)
-    app.add_exception_handler(OverloadedError, overloaded)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    for cls in (*ERRORS, Exception):
+        app.add_exception_handler(cls, handle)

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-__all__ = ["METRICS", "render_metrics", "label_engine_metrics"]
+from engine import EngineSnapshot
+
+__all__ = ["METRICS", "RequestStats", "label_engine_metrics", "render_metrics"]
 
 _MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -61,7 +63,31 @@ class _Metrics:
 METRICS = _Metrics()
 
 
-def _engine_families(engines: list[dict[str, object]]) -> Iterable[Metric]:
+class RequestStats:
+    """The pipeline's observer for one request (core.observer.RequestObserver): what the request
+    log line reports (documents, tokens), and the per-call counters."""
+
+    __slots__ = ("documents_n", "tokens_n")
+
+    def __init__(self) -> None:
+        self.documents_n: int | None = None
+        self.tokens_n: int | None = None
+
+    def documents(self, n: int) -> None:
+        self.documents_n = n
+
+    def tokens(self, n: int) -> None:
+        self.tokens_n = n
+
+    def cache(self, hits: int, misses: int) -> None:
+        METRICS.cache.labels("hit").inc(hits)
+        METRICS.cache.labels("miss").inc(misses)
+
+    def engine_call(self, endpoint: str) -> None:
+        METRICS.engine_requests.labels(endpoint).inc()
+
+
+def _engine_families(engines: Sequence[EngineSnapshot]) -> Iterable[Metric]:
     state = GaugeMetricFamily(
         "vllm_rerank_engine_state", "1 for the engine's current state", labels=["engine", "state"]
     )
@@ -70,10 +96,9 @@ def _engine_families(engines: list[dict[str, object]]) -> Iterable[Metric]:
     )
     ready = GaugeMetricFamily("vllm_rerank_engines_ready", "Engines ready to take requests")
     for e in engines:
-        name = str(e.get("name"))
-        state.add_metric([name, str(e.get("state"))], 1.0)
-        restarts.add_metric([name], float(e.get("restarts") or 0))  # type: ignore[arg-type]
-    ready.add_metric([], float(sum(1 for e in engines if e.get("state") == "ready")))
+        state.add_metric([e.name, e.state.value], 1.0)
+        restarts.add_metric([e.name], float(e.restarts))
+    ready.add_metric([], float(sum(1 for e in engines if e.ready)))
     return [state, restarts, ready]
 
 
@@ -98,7 +123,7 @@ def _gpu_families() -> Iterable[Metric]:
 
 
 class _ScrapeTimeCollector:
-    def __init__(self, engines: list[dict[str, object]]) -> None:
+    def __init__(self, engines: Sequence[EngineSnapshot]) -> None:
         self.engines = engines
 
     def collect(self) -> Iterable[Metric]:
@@ -123,7 +148,7 @@ def label_engine_metrics(text: str, engine: str | None) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_metrics(engines: list[dict[str, object]], engine_texts: list[tuple[str, str]]) -> bytes:
+def render_metrics(engines: Sequence[EngineSnapshot], engine_texts: list[tuple[str, str]]) -> bytes:
     """Our metrics (all workers) + scrape-time engine/GPU gauges + the engines' own metrics."""
     registry = CollectorRegistry()
     if _MULTIPROC:

@@ -1,14 +1,15 @@
-"""ASGI middleware: request id, auth, body limit, cancel on disconnect, one log line, metrics.
+"""ASGI middleware: request id, body (read once, size-limited, parsed once), the dialect (decided
+once), auth, cancel on disconnect, one log line, metrics.
 
 Pure ASGI (not BaseHTTPMiddleware) so it can buffer the body once with a size limit and then
 watch the connection: when the client goes away, the handler task (and with it the engine
-call) is cancelled.
+call) is cancelled. Routes read `request.state.json` (the parsed body), `request.state.dialect`
+and `request.state.stats` (the pipeline's observer); every error is rendered by gateway.errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hmac
 import logging
 import time
@@ -19,26 +20,31 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from compat.errors import error_body
-from gateway.metrics import METRICS
+from compat.detect import dialect_of
+from compat.errors import CompatError
+from gateway.errors import BodyTooLargeError, UnauthorizedError, render_error
+from gateway.metrics import METRICS, RequestStats
 
-__all__ = ["GatewayMiddleware", "KeyStore", "REQUEST_STATS", "dialect_for_path"]
+__all__ = ["INFERENCE_PATHS", "OPS_PATHS", "GatewayMiddleware", "KeyStore"]
 
 log = logging.getLogger("vllm_rerank.access")
 
-# Filled by the service during a request (documents, tokens); read by the log line and metrics.
-REQUEST_STATS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("request_stats", default=None)
-
 INFERENCE_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score", "/v1/models", "/models"})
 OPS_PATHS = frozenset({"/health", "/v1/health", "/metrics"})
+JSON_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"})
 
 
-def dialect_for_path(path: str) -> str:
-    if path == "/rerank":
-        return "tei"
-    if path in ("/score", "/v1/score", "/v1/models", "/models"):
-        return "openai"
-    return "cohere"
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """Raises: CompatError (400) for a body that is not a JSON object."""
+    if not raw.strip():
+        raise CompatError("invalid request: the body is empty; send a JSON object", param="body")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise CompatError(f"invalid request: the body is not valid JSON ({exc})", param="body") from None
+    if not isinstance(data, dict):
+        raise CompatError("invalid request: the body must be a JSON object", param="body")
+    return data
 
 
 class KeyStore:
@@ -86,24 +92,32 @@ class GatewayMiddleware:
         self.protect_ops = protect_ops
         self.max_body_bytes = max_body_bytes
 
-    async def _reply(
-        self,
-        send: Send,
-        status: int,
-        dialect: str,
-        rid: str,
-        message: str,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        body = orjson.dumps(error_body(dialect=dialect, status=status, message=message, request_id=rid))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode()), *(headers or [])],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reply(self, send: Send, scope: Scope, exc: Exception) -> int:
+        state = scope["state"]
+        err = render_error(exc, dialect=state["dialect"], request_id=state["request_id"])
+        state["error"] = err.message
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", state["request_id"].encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in err.headers]
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": err.body})
+        return err.status
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None when the client went away. Raises: BodyTooLargeError."""
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLargeError(f"request body too large: more than {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,61 +127,60 @@ class GatewayMiddleware:
         path: str = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         rid = headers.get("x-request-id") or uuid.uuid4().hex
+        stats = RequestStats()
         state = scope.setdefault("state", {})
-        state["request_id"] = rid
+        state.update(request_id=rid, stats=stats, dialect=dialect_of(path, None))
         route = path if path in INFERENCE_PATHS or path in OPS_PATHS else "other"
-        dialect = dialect_for_path(path)
-        status_holder = {"status": 500}
-        stats: dict[str, Any] = {}
-        token = REQUEST_STATS.set(stats)
+        status = 500
         inference = path in INFERENCE_PATHS
         if inference:
             METRICS.inflight_requests.inc()
         try:
-            if self.keys.enabled and (inference or (self.protect_ops and path in OPS_PATHS)):
-                if not self.keys.check(headers.get("authorization")):
-                    status_holder["status"] = 401
-                    msg = "no api key supplied" if "authorization" not in headers else "invalid api token"
-                    await self._reply(send, 401, dialect, rid, msg, [(b"www-authenticate", b"Bearer")])
-                    return
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                status_holder["status"] = 413
-                await self._reply(
-                    send, 413, dialect, rid, f"request body too large: {length} bytes > {self.max_body_bytes} allowed"
-                )
-                return
-            chunks: list[bytes] = []
-            size = 0
-            more = scope["method"] in ("POST", "PUT", "PATCH")
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    status_holder["status"] = 499
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    status_holder["status"] = 413
-                    await self._reply(
-                        send, 413, dialect, rid, f"request body too large: more than {self.max_body_bytes} bytes"
-                    )
-                    return
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = b"".join(chunks)
-            await self._run(scope, receive, send, body, rid, status_holder)
+            status = await self._handle(scope, receive, send, path, headers, inference)
         finally:
-            REQUEST_STATS.reset(token)
             if inference:
                 METRICS.inflight_requests.dec()
-            self._account(scope, route, status_holder["status"], stats, time.perf_counter() - t0, rid)
+            self._account(scope, route, status, stats, time.perf_counter() - t0, rid)
 
-    async def _run(
-        self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: str, status_holder: dict[str, int]
-    ) -> None:
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, path: str, headers: dict[str, str], inference: bool
+    ) -> int:
+        """Read the body, decide the dialect, check the key, run the app; returns the status sent."""
+        state = scope["state"]
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return await self._reply(
+                send, scope, BodyTooLargeError(f"request body too large: {length} bytes > {self.max_body_bytes} allowed")
+            )
+        body = b""
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                read = await self._read_body(receive)
+            except BodyTooLargeError as exc:
+                return await self._reply(send, scope, exc)
+            if read is None:
+                return 499
+            body = read
+        body_error: CompatError | None = None
+        if path in JSON_PATHS and scope["method"] == "POST":
+            try:
+                state["json"] = parse_body(body)
+            except CompatError as exc:
+                body_error = exc
+            state["dialect"] = dialect_of(path, state.get("json"))
+        if self.keys.enabled and (inference or (self.protect_ops and path in OPS_PATHS)):
+            auth = headers.get("authorization")
+            if not self.keys.check(auth):
+                message = "no api key supplied" if auth is None else "invalid api token"
+                return await self._reply(send, scope, UnauthorizedError(message))
+        if body_error is not None:
+            return await self._reply(send, scope, body_error)
+        return await self._run(scope, receive, send, body, state["request_id"])
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: str) -> int:
         delivered = False
         disconnected = asyncio.Event()
+        status = 500
 
         async def replay() -> Message:
             nonlocal delivered
@@ -178,8 +191,9 @@ class GatewayMiddleware:
             return {"type": "http.disconnect"}
 
         async def wrapped_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
@@ -202,29 +216,29 @@ class GatewayMiddleware:
         if app_task in done:
             watch_task.cancel()
             app_task.result()
-            return
+            return status
         app_task.cancel()
-        status_holder["status"] = 499
         METRICS.disconnects.inc()
         try:
             await app_task
         except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the client is gone; nothing to answer
             pass
+        return 499
 
-    def _account(self, scope: Scope, route: str, status: int, stats: dict[str, Any], elapsed: float, rid: str) -> None:
+    def _account(
+        self, scope: Scope, route: str, status: int, stats: RequestStats, elapsed: float, rid: str
+    ) -> None:
         state = scope.get("state", {})
-        dialect = str(state.get("dialect") or dialect_for_path(scope.get("path", "")))
+        dialect = str(state.get("dialect"))
         METRICS.requests.labels(route, dialect, str(status)).inc()
         METRICS.latency.labels(route).observe(elapsed)
         if status in (429, 503):
-            METRICS.rejected.labels(
-                str(status), str(stats.get("reject_reason", "engine_unavailable" if status == 503 else "overloaded"))
-            ).inc()
-        if "documents" in stats:
-            METRICS.documents.observe(stats["documents"])
-        if "tokens" in stats:
-            METRICS.tokens.observe(stats["tokens"])
-            METRICS.tokens_total.inc(stats["tokens"])
+            METRICS.rejected.labels(str(status), "engine_unavailable" if status == 503 else "overloaded").inc()
+        if stats.documents_n is not None:
+            METRICS.documents.observe(stats.documents_n)
+        if stats.tokens_n is not None:
+            METRICS.tokens.observe(stats.tokens_n)
+            METRICS.tokens_total.inc(stats.tokens_n)
         if route in OPS_PATHS and status == 200:
             return  # probes and scrapes stay out of the request log
         log.info(
@@ -234,8 +248,8 @@ class GatewayMiddleware:
             scope.get("method"),
             scope.get("path"),
             dialect,
-            stats.get("documents", "-"),
-            stats.get("tokens", "-"),
+            "-" if stats.documents_n is None else stats.documents_n,
+            "-" if stats.tokens_n is None else stats.tokens_n,
             status,
             elapsed * 1000,
             f" error={state['error']!r}" if state.get("error") else "",

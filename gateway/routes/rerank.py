@@ -1,4 +1,4 @@
-"""Rerank routes: parse (compat) → score (service) → render (compat). Nothing else.
+"""Rerank routes: parse (compat) → score (core pipeline) → render (compat). Nothing else.
 
 | path | dialect |
 | /v1/rerank | Voyage when the body has `top_k`/`truncation`, else the Cohere v1 / Jina superset |
@@ -6,24 +6,24 @@
 | /rerank | TEI when the body has `texts`, else the Cohere v1 / Jina superset (vLLM, Infinity, LiteLLM) |
 | /score, /v1/score | vLLM score API |
 
-`request.state.dialect` is set before the body is read, so that every error, including a body
-that is not JSON, is rendered in the caller's dialect (gateway/errors.py).
+The middleware has read and parsed the body (`request.state.json`) and decided the dialect
+(`request.state.dialect`, compat.detect.dialect_of) before a route runs; errors raised here are
+rendered in that dialect by gateway.errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from compat import cohere, score, tei, voyage
-from compat.detect import detect_bare_rerank, detect_v1_rerank
 from compat.model import RerankOutcome, RerankQuery
-from gateway.body import read_json, validate
 from gateway.deps import Runtime, RuntimeDep
 
 __all__ = ["router"]
@@ -41,88 +41,50 @@ def _json(data: Any) -> Response:
 async def _rerank(
     request: Request,
     rt: Runtime,
-    data: dict[str, Any],
-    *,
-    dialect: str,
-    wire: type[Any],
+    wire: type[BaseModel],
     parse: Callable[[Any], RerankQuery],
     render: Callable[[RerankQuery, RerankOutcome], Any],
 ) -> Response:
     """The whole of a rerank route: validate the dialect's wire model, parse, score, render."""
-    request.state.dialect = dialect
-    q = parse(validate(wire, data))
-    out = await rt.service.rerank(q, request_id=request.state.request_id)
+    q = parse(wire.model_validate(request.state.json))
+    out = await rt.pipeline.rerank(q, request_id=request.state.request_id, observer=request.state.stats)
     return _json(render(q, out))
 
 
-def _cohere_v1(request: Request, rt: Runtime, data: dict[str, Any]) -> Awaitable[Response]:
-    return _rerank(
-        request,
-        rt,
-        data,
-        dialect="cohere",
-        wire=cohere.CohereV1RerankRequest,
-        parse=cohere.parse_cohere_v1,
-        render=cohere.render_cohere_v1,
-    )
+async def _cohere_v1(request: Request, rt: Runtime) -> Response:
+    return await _rerank(request, rt, cohere.CohereV1RerankRequest, cohere.parse_cohere_v1, cohere.render_cohere_v1)
 
 
 @router.post("/v1/rerank", operation_id="rerank_v1", summary="Cohere v1 / Jina / Voyage rerank")
 async def rerank_v1(request: Request, rt: RuntimeDep) -> Response:
-    request.state.dialect = "cohere"
-    data = await read_json(request)
-    if detect_v1_rerank(data) == "voyage":
-        return await _rerank(
-            request,
-            rt,
-            data,
-            dialect="voyage",
-            wire=voyage.VoyageRerankRequest,
-            parse=voyage.parse_voyage,
-            render=voyage.render_voyage,
-        )
-    return await _cohere_v1(request, rt, data)
+    if request.state.dialect == "voyage":
+        return await _rerank(request, rt, voyage.VoyageRerankRequest, voyage.parse_voyage, voyage.render_voyage)
+    return await _cohere_v1(request, rt)
 
 
 @router.post("/v2/rerank", operation_id="rerank_v2", summary="Cohere v2 rerank")
 async def rerank_v2(request: Request, rt: RuntimeDep) -> Response:
-    request.state.dialect = "cohere"
-    data = await read_json(request)
-    return await _rerank(
-        request,
-        rt,
-        data,
-        dialect="cohere",
-        wire=cohere.CohereV2RerankRequest,
-        parse=cohere.parse_cohere_v2,
-        render=cohere.render_cohere_v2,
-    )
+    return await _rerank(request, rt, cohere.CohereV2RerankRequest, cohere.parse_cohere_v2, cohere.render_cohere_v2)
 
 
 @router.post("/rerank", operation_id="rerank_tei", summary="TEI rerank, or the Cohere v1 / Jina superset")
 async def rerank_bare(request: Request, rt: RuntimeDep) -> Response:
-    request.state.dialect = "cohere"
-    data = await read_json(request)
-    if detect_bare_rerank(data) == "tei":
-        return await _rerank(
-            request, rt, data, dialect="tei", wire=tei.TeiRerankRequest, parse=tei.parse_tei, render=tei.render_tei
-        )
-    return await _cohere_v1(request, rt, data)
+    if request.state.dialect == "tei":
+        return await _rerank(request, rt, tei.TeiRerankRequest, tei.parse_tei, tei.render_tei)
+    return await _cohere_v1(request, rt)
 
 
 @router.post("/score", operation_id="score", summary="vLLM score API")
 @router.post("/v1/score", operation_id="score_v1", include_in_schema=False)
 async def score_pairs(request: Request, rt: RuntimeDep) -> Response:
-    request.state.dialect = "openai"
-    data = await read_json(request)
-    req = validate(score.ScoreRequest, data)
-    plan = score.parse_score(req)
+    plan = score.parse_score(score.ScoreRequest.model_validate(request.state.json))
     rid = request.state.request_id
+    stats = request.state.stats
     gate = asyncio.Semaphore(_SCORE_GROUP_CONCURRENCY)
 
     async def one(q: RerankQuery) -> RerankOutcome:
         async with gate:
-            return await rt.service.rerank(q, request_id=rid)
+            return await rt.pipeline.rerank(q, request_id=rid, observer=stats)
 
     outcomes = await asyncio.gather(*(one(g.query) for g in plan.groups))
     return _json(score.render_score(plan, outcomes))

@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.options import OPTIONS as _OPTIONS
-from gateway.options import parse_settings
+from gateway.cli import OPTIONS as _OPTIONS
+from gateway.cli import parse_settings
 from tests.unit.test_dockerfile import THIRD_PARTY_ENV, parse_dockerfile
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
-SETTINGS_ENV = {env for _, env, _, _ in _OPTIONS}
-SETTINGS_FLAGS = {flag for flag, _, _, _ in _OPTIONS}
+SETTINGS_ENV = {o.env for o in _OPTIONS}
+SETTINGS_FLAGS = {o.flag for o in _OPTIONS}
 INFLIGHT_METRIC = "vllm_rerank_inflight_requests"
 KINDS = {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap", "Kustomization"}
 
@@ -244,5 +244,5 @@ def test_docs_settings_table_matches_the_settings() -> None:
     """docs/deploy.md's table lists every (env var, flag) pair of gateway/settings.py, and no other."""
     text = (ROOT / "docs" / "deploy.md").read_text()
     rows = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| `(--[a-z0-9-]+)` \|", text, flags=re.M))
-    expected = {(env, flag) for flag, env, _, _ in _OPTIONS}
+    expected = {(o.env, o.flag) for o in _OPTIONS}
     assert rows == expected, f"missing: {sorted(expected - rows)}; stale: {sorted(rows - expected)}"

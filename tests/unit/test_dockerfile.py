@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from gateway.options import OPTIONS as _OPTIONS
-from gateway.options import parse_settings
+from gateway.cli import OPTIONS as _OPTIONS
+from gateway.cli import parse_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
-SETTINGS_ENV = {env for _, env, _, _ in _OPTIONS}
-SETTINGS_FLAGS = {flag for flag, _, _, _ in _OPTIONS}
+SETTINGS_ENV = {o.env for o in _OPTIONS}
+SETTINGS_FLAGS = {o.flag for o in _OPTIONS}
 
 # Env vars the image may set that belong to other software, with the reason they are there.
 THIRD_PARTY_ENV = {

@@ -39,11 +39,11 @@ def test_layers(package: str, forbidden: set[str]) -> None:
     assert not {k: v for k, v in bad.items() if v}
 
 
-def test_only_options_reads_the_environment_in_gateway() -> None:
+def test_only_the_cli_reads_the_environment_in_gateway() -> None:
     readers = [p.name for p in _files("gateway") if "os.environ" in p.read_text()]
     # app.py: the worker factory reads what start_service wrote; metrics.py: prometheus_client's own
     # PROMETHEUS_MULTIPROC_DIR convention.
-    assert sorted(readers) == ["app.py", "metrics.py", "options.py"]
+    assert sorted(readers) == ["app.py", "cli.py", "metrics.py"]
 
 
 def test_start_service_imports_only_gateway_and_engine() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from compat.model import RankedItem, RerankOutcome
-from compat.ranking import rank
+from core.ranking import rank
 
 
 def outcome(

@@ -14,6 +14,7 @@ import pytest
 import stamina
 
 from engine import EngineClient, EngineRegistry
+from tests.unit.engines import snapshot
 from engine.errors import EngineProtocolError, EngineRejectedError, EngineUnavailableError
 from engine.transport import CallableTransport, ConnectFailed
 
@@ -29,17 +30,7 @@ def _no_backoff() -> Iterator[None]:
 
 def _registry(*urls: str) -> EngineRegistry:
     return EngineRegistry(
-        static=[
-            {
-                "name": f"engine{i}",
-                "url": u,
-                "state": "ready",
-                "served_model_name": "m",
-                "family": "llm-reranker",
-                "score_kind": "probability",
-            }
-            for i, u in enumerate(urls or ("http://e0",))
-        ]
+        static=[snapshot(name=f"engine{i}", url=u, family="llm-reranker") for i, u in enumerate(urls or ("http://e0",))]
     )
 
 

@@ -118,7 +118,7 @@ def test_prompt_format_is_published_only_for_our_template_and_tokenizer() -> Non
     renders our own template with the model's tokenizer."""
     llm = {"family": FAMILIES["llm-reranker"], "chat_template": str(QWEN3_TEMPLATE)}
     assert cfg(**llm).prompt_format == "qwen3-reranker"
-    assert EngineSupervisor(cfg(**llm)).snapshot()["prompt_format"] == "qwen3-reranker"
+    assert EngineSupervisor(cfg(**llm)).snapshot().prompt_format == "qwen3-reranker"
     assert cfg().prompt_format is None  # cross-encoder: no template
     assert cfg(family=FAMILIES["llm-reranker"], chat_template="/elsewhere/qwen3_reranker.jinja").prompt_format is None
     for passed in (
@@ -130,4 +130,4 @@ def test_prompt_format_is_published_only_for_our_template_and_tokenizer() -> Non
     ):
         config = cfg(**llm, extra_args=passed)
         assert config.prompt_format is None, passed
-        assert EngineSupervisor(config).snapshot()["prompt_format"] is None
+        assert EngineSupervisor(config).snapshot().prompt_format is None

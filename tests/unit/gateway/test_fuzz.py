@@ -19,6 +19,7 @@ from engine import EngineRegistry
 from engine.transport import CallableTransport
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.unit.engines import snapshot
 
 ROUTES = ["/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"]
 FIELDS = [
@@ -55,18 +56,7 @@ def _engine(method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    registry = EngineRegistry(
-        static=[
-            {
-                "url": "http://engine",
-                "state": "ready",
-                "served_model_name": "m",
-                "score_kind": "cosine",
-                "family": "bi-encoder",
-                "max_model_len": 512,
-            }
-        ]
-    )
+    registry = EngineRegistry(static=[snapshot(family="bi-encoder", max_model_len=512)])
     app = create_app(Settings(max_body_bytes=200_000), registry=registry, engine_transport=CallableTransport(_engine))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c

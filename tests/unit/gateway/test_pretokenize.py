@@ -20,16 +20,12 @@ from engine import FAMILIES, EngineRegistry
 from engine.tokenizer import ModelTokenizer, qwen3_prompt
 from engine.transport import CallableTransport
 from gateway.app import create_app
-from gateway.options import parse_settings
+from gateway.cli import parse_settings
 from gateway.settings import Settings
+from tests.unit.engines import snapshot
 
-LLM_ENGINE = {
-    "name": "engine0",
-    "url": "http://engine",
-    "state": "ready",
-    "served_model_name": "m",
+LLM_ENGINE: dict[str, Any] = {
     "family": "llm-reranker",
-    "score_kind": "probability",
     "max_model_len": 4096,
     "model": "/models/tiny",
     "prompt_format": "qwen3-reranker",
@@ -86,12 +82,12 @@ class Engine:
 def tok(monkeypatch: pytest.MonkeyPatch) -> CharTokenizer:
     raw = CharTokenizer()
     loaded = ModelTokenizer(raw, FAMILIES["llm-reranker"])
-    monkeypatch.setattr("gateway.service.load_tokenizer", lambda model, family: loaded)
+    monkeypatch.setattr("gateway.app.load_tokenizer", lambda model, family: loaded)
     return raw
 
 
 def _serve(settings: Settings, engine: Engine, **state: Any) -> Iterator[TestClient]:
-    registry = EngineRegistry(static=[{**LLM_ENGINE, **state}])
+    registry = EngineRegistry(static=[snapshot(**{**LLM_ENGINE, **state})])
     with TestClient(create_app(settings, registry=registry, engine_transport=CallableTransport(engine))) as client:
         yield client
 
@@ -179,7 +175,7 @@ def test_engines_without_our_prompt_get_texts(tok: CharTokenizer, engine: Engine
 
 
 def test_no_tokenizer_sends_texts(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> None:
-    monkeypatch.setattr("gateway.service.load_tokenizer", lambda model, family: None)
+    monkeypatch.setattr("gateway.app.load_tokenizer", lambda model, family: None)
     for client in _serve(Settings(), engine):
         _rerank(client)
     assert engine.paths == ["/score"]

@@ -5,8 +5,23 @@ from __future__ import annotations
 import pytest
 
 from engine import QWEN3_RERANKER_OVERRIDES
-from gateway.options import build_parser, parse_settings
+from gateway.cli import build_parser, parse_settings
+from engine import EngineConfig
 from gateway.settings import Settings, SettingsError
+from gateway.topology import engine_configs, plan_topology
+
+
+def configs(s: Settings, ports: list[int]) -> list[EngineConfig]:
+    return engine_configs(s, plan_topology(s), ports)
+
+
+def config(s: Settings) -> EngineConfig:
+    (cfg,) = configs(s, [9])
+    return cfg
+
+
+def replicas(s: Settings, cpu_count: int) -> int:
+    return len(plan_topology(s, cpu_count=cpu_count).engines)
 
 GUIDE = [
     ("--workers", "WORKERS", "workers", "3", 3),
@@ -44,11 +59,11 @@ def test_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_unknown_flags_pass_through_to_vllm() -> None:
-    s = parse_settings(["--workers", "2", "--max-model-len", "512", "--swap-space", "4", "--", "--seed", "3"], {})
+    s = parse_settings(["--workers", "2", "--max-model-len", "512", "--block-size", "16", "--", "--seed", "3"], {})
     assert s.workers == 2 and s.max_model_len == 512
-    assert s.vllm_args == ("--swap-space", "4", "--seed", "3")
-    argv = s.engine_config(port=9).argv()
-    assert argv[-4:] == ["--swap-space", "4", "--seed", "3"]
+    assert s.vllm_args == ("--block-size", "16", "--seed", "3")
+    argv = config(s).argv()
+    assert argv[-4:] == ["--block-size", "16", "--seed", "3"]
 
 
 def test_no_abbreviations_swallow_vllm_flags() -> None:
@@ -78,7 +93,7 @@ def test_bad_values_name_the_setting(args: list[str], env: dict[str, str], needl
 @pytest.mark.parametrize("size", ["0.6B", "4B", "8B"])
 def test_model_size_preset_maps_to_qwen3_reranker_with_overrides_and_template(size: str) -> None:
     s = parse_settings(["--model-size", size], {})
-    cfg = s.engine_config(port=9)
+    cfg = config(s)
     assert cfg.model == f"Qwen/Qwen3-Reranker-{size}"
     assert cfg.family.name == "llm-reranker"
     assert cfg.hf_overrides == QWEN3_RERANKER_OVERRIDES
@@ -96,15 +111,10 @@ def test_pretokenize_defaults_to_auto_and_reads_flag_and_env() -> None:
 
 def test_llm_rerankers_run_our_template_unless_overridden() -> None:
     """The engine state says so (prompt_format), which lets the gateway send token ids instead."""
-    assert parse_settings(["--model-size", "0.6B"], {}).engine_config(port=9).prompt_format == "qwen3-reranker"
+    assert config(parse_settings(["--model-size", "0.6B"], {})).prompt_format == "qwen3-reranker"
     mine = parse_settings(["--model-size", "0.6B", "--chat-template", "/mine.jinja"], {})
-    assert mine.engine_config(port=9).prompt_format is None
-    assert (
-        parse_settings(["--model", "/models/bert-ce", "--model-family", "cross-encoder"], {})
-        .engine_config(port=9)
-        .prompt_format
-        is None
-    )
+    assert config(mine).prompt_format is None
+    assert config(parse_settings(["--model", "/models/bert-ce", "--model-family", "cross-encoder"], {})).prompt_format is None
 
 
 def test_model_wins_over_model_size() -> None:
@@ -120,16 +130,16 @@ def test_default_model_is_the_bundled_one(bundled_model_path: str) -> None:
 
 def test_settings_round_trip_through_json_for_workers() -> None:
     s = parse_settings(["--workers", "2", "--model-alias", "a", "--engine-url", "http://x:1", "--", "--seed", "1"], {})
-    assert Settings.from_json(s.to_json()) == s
+    assert Settings.model_validate_json(s.model_dump_json()) == s
 
 
 def test_replicas_split_gpu_memory_or_pin_devices() -> None:
     s = parse_settings(["--engine-replicas", "3", "--gpu-memory-utilization", "0.9", "--device", "cuda"], {})
-    cfgs = s.engine_configs([1, 2, 3])
+    cfgs = configs(s, [1, 2, 3])
     assert [c.gpu_memory_utilization for c in cfgs] == [0.3, 0.3, 0.3]
     assert len({c.port for c in cfgs}) == 3
     s = parse_settings(["--engine-replicas", "2", "--device", "cuda"], {"RERANK_ENGINE_DEVICES": "0;1"})
-    assert [dict(c.extra_env)["CUDA_VISIBLE_DEVICES"] for c in s.engine_configs([1, 2])] == ["0", "1"]
+    assert [dict(c.extra_env)["CUDA_VISIBLE_DEVICES"] for c in configs(s, [1, 2])] == ["0", "1"]
 
 
 def test_parser_builds() -> None:
@@ -160,7 +170,7 @@ def test_origin_guide_high_performance_recipe_reaches_vllm() -> None:
         ],
         {},
     )
-    cfg = s.engine_configs([7000])[0]
+    cfg = configs(s, [7000])[0]
     argv = cfg.argv()
     pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1)}
     assert argv[argv.index("--model") + 1 if "--model" in argv else 2] == "Qwen/Qwen3-Reranker-8B"
@@ -171,7 +181,7 @@ def test_origin_guide_high_performance_recipe_reaches_vllm() -> None:
         pairs["--gpu-memory-utilization"],
     ) == ("2", "2048", "65536", "0.95")
     assert cfg.env({})["NCCL_NVLS_ENABLE"] == "0"
-    assert s.workers == 4 and s.max_workers == 16 and s.public()["tensor_parallel_size"] == 2
+    assert s.workers == 4 and s.max_workers == 16 and cfg.effective_args().tensor_parallel_size == 2
 
 
 def test_two_replicas_one_per_gpu() -> None:
@@ -192,7 +202,7 @@ def test_two_replicas_one_per_gpu() -> None:
         ],
         {},
     )
-    cfgs = s.engine_configs([7000, 7001])
+    cfgs = configs(s, [7000, 7001])
     assert [dict(c.extra_env)["CUDA_VISIBLE_DEVICES"] for c in cfgs] == ["0", "1"]
     assert [c.gpu_memory_utilization for c in cfgs] == [0.9, 0.9]  # own GPU each: no split
     assert [c.port for c in cfgs] == [7000, 7001]
@@ -207,19 +217,15 @@ def test_auto_replicas_from_host_cores_for_encoders_on_gpu(tmp_path) -> None:  #
         json.dumps({"architectures": ["BertForSequenceClassification"], "model_type": "bert"})
     )
     gpu = parse_settings(["--model", str(bert), "--device", "cuda"], {})
-    assert gpu.replica_count(cpu_count=16) == 8 and gpu.replica_count(cpu_count=8) == 3
-    assert gpu.replica_count(cpu_count=2) == 1
-    assert parse_settings(["--model", str(bert), "--device", "cpu"], {}).replica_count(cpu_count=16) == 1
-    assert parse_settings(["--model-size", "0.6B", "--device", "cuda"], {}).replica_count(cpu_count=16) == 1
+    assert replicas(gpu, 16) == 8 and replicas(gpu, 8) == 3
+    assert replicas(gpu, 2) == 1
+    assert replicas(parse_settings(["--model", str(bert), "--device", "cpu"], {}), 16) == 1
+    assert replicas(parse_settings(["--model-size", "0.6B", "--device", "cuda"], {}), 16) == 1
     assert (
-        parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"], {}).replica_count(
-            cpu_count=16
-        )
+        replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"], {}), 16)
         == 1
     )
     assert (
-        parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"], {}).replica_count(
-            cpu_count=16
-        )
+        replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"], {}), 16)
         == 3
     )

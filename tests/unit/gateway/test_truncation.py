@@ -22,6 +22,7 @@ from engine.tokenizer import load_tokenizer
 from engine.transport import CallableTransport
 from gateway.app import create_app
 from gateway.settings import Settings
+from tests.unit.engines import snapshot
 
 MAX_LEN = 64
 WORDS = "unbelievably tokenization reranking of über-long naïve documents, 42 times: café! "
@@ -52,19 +53,7 @@ def client(bundled_model_path: str, sent: list[dict[str, Any]], family: str) -> 
             {"data": [{"index": i, "score": 0.5} for i in range(len(docs))], "usage": {"prompt_tokens": 1}}
         )
 
-    registry = EngineRegistry(
-        static=[
-            {
-                "url": "http://engine",
-                "state": "ready",
-                "served_model_name": "m",
-                "score_kind": "probability",
-                "family": family,
-                "max_model_len": MAX_LEN,
-                "model": bundled_model_path,
-            }
-        ]
-    )
+    registry = EngineRegistry(static=[snapshot(family=family, max_model_len=MAX_LEN, model=bundled_model_path)])
     app = create_app(Settings(), registry=registry, engine_transport=CallableTransport(engine))
     with TestClient(app) as c:
         yield c

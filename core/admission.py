@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-
-from gateway.metrics import METRICS
+from collections.abc import Callable, Iterator
 
 __all__ = ["Admission", "OverloadedError"]
 
@@ -20,9 +18,12 @@ class OverloadedError(Exception):
 
 
 class Admission:
-    def __init__(self, limit_pairs: int) -> None:
+    """`on_change(delta)` is told every change of the in-flight count (the metrics gauge)."""
+
+    def __init__(self, limit_pairs: int, *, on_change: Callable[[int], None] | None = None) -> None:
         self.limit = limit_pairs
         self.inflight = 0
+        self._on_change = on_change or (lambda delta: None)
 
     @contextlib.contextmanager
     def admit(self, pairs: int) -> Iterator[None]:
@@ -31,9 +32,9 @@ class Admission:
         if self.inflight and self.inflight + pairs > self.limit:
             raise OverloadedError(f"too many pairs in flight ({self.inflight} + {pairs} > {self.limit}); retry shortly")
         self.inflight += pairs
-        METRICS.inflight_pairs.inc(pairs)
+        self._on_change(pairs)
         try:
             yield
         finally:
             self.inflight -= pairs
-            METRICS.inflight_pairs.dec(pairs)
+            self._on_change(-pairs)

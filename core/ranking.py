@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from compat.model import RankedItem
 
-__all__ = ["relevance", "relevances", "rank", "sigmoid"]
+__all__ = ["rank", "relevances", "sigmoid"]
 
 
 def sigmoid(x: float) -> float:
@@ -17,23 +17,12 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def relevance(score_kind: str, value: float, *, is_logit: bool = False) -> float:
-    """Map one engine score into [0, 1], monotonically.
+def relevances(score_kind: str, values: Sequence[float], *, is_logit: bool = False) -> list[float]:
+    """Map engine scores into [0, 1], monotonically (the per-request hot path: no call per score).
 
     cosine (bi-encoders): (cos + 1) / 2.  probability (cross-encoders, LLM rerankers): the
     engine's sigmoid output as is; when the engine returned a raw logit, sigmoid(logit).
     """
-    if score_kind == "cosine":
-        v = (value + 1.0) / 2.0
-    elif is_logit:
-        v = sigmoid(value)
-    else:
-        v = value
-    return min(1.0, max(0.0, v))
-
-
-def relevances(score_kind: str, values: Sequence[float], *, is_logit: bool = False) -> list[float]:
-    """`relevance()` over a list (the per-request hot path: no call per score)."""
     if score_kind == "cosine":
         return [min(1.0, max(0.0, (v + 1.0) * 0.5)) for v in values]
     if is_logit:

@@ -6,8 +6,9 @@ engine would. Off by default (`--score-cache-size 0`); per worker process.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
+
+from cachetools import LRUCache
 
 __all__ = ["ScoreCache"]
 
@@ -15,7 +16,7 @@ __all__ = ["ScoreCache"]
 class ScoreCache:
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._data: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
+        self._data: LRUCache[Hashable, tuple[float, int]] = LRUCache(maxsize=max(1, max_entries))
         self.hits = 0
         self.misses = 0
 
@@ -29,15 +30,12 @@ class ScoreCache:
         if value is None:
             self.misses += 1
             return None
-        self._data.move_to_end(key)
         self.hits += 1
         return value
 
     def put(self, key: Hashable, value: tuple[float, int]) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_entries:
-            self._data.popitem(last=False)
+        if self.enabled:
+            self._data[key] = value
 
     def __len__(self) -> int:
         return len(self._data)

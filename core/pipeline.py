@@ -1,0 +1,161 @@
+"""The request pipeline: model check → limits → plan → admission → scoring → ranking.
+
+`RerankPipeline.rerank` is the whole life of one rerank request below the HTTP layer. It is
+told what to do by a `PipelinePolicy` (values, not the settings object) and reaches engines,
+tokenizers and the layer above only through protocols (core.ports, core.observer).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import anyio.to_thread
+
+from compat.errors import CompatError, UnknownModelError
+from compat.model import RerankOutcome, RerankQuery
+from core.admission import Admission
+from core.cache import ScoreCache
+from core.observer import NULL_OBSERVER, RequestObserver
+from core.plan import ScoringPlan, fits_without_tokenizer, plan_request, unchanged
+from core.ports import EngineDirectory, EngineDoor, TokenizerSource
+from core.ranking import rank, relevances
+from core.scoring import ScoreJob, Scorer
+from engine.snapshot import EngineSnapshot
+from engine.tokenizer import ModelTokenizer
+
+__all__ = ["PipelinePolicy", "RerankPipeline"]
+
+
+@dataclass(frozen=True)
+class PipelinePolicy:
+    """served_name: the configured name ("" = learn it from an external engine's /v1/models).
+    pretokenize: send LLM-reranker prompts as token ids where that is exact (--pretokenize auto)."""
+
+    served_name: str
+    aliases: tuple[str, ...] = ()
+    strict_model_names: bool = False
+    max_documents: int = 10_000
+    request_timeout: float = 120.0
+    pretokenize: bool = True
+
+
+class RerankPipeline:
+    def __init__(
+        self,
+        *,
+        door: EngineDoor,
+        engines: EngineDirectory,
+        tokenizers: TokenizerSource,
+        policy: PipelinePolicy,
+        admission: Admission,
+        cache: ScoreCache,
+        split_size: int = 1024,
+    ) -> None:
+        self.engines = engines
+        self.tokenizers = tokenizers
+        self.policy = policy
+        self.admission = admission
+        self.cache = cache
+        self.scorer = Scorer(door, cache, split_size=split_size)
+
+    # ------------------------------------------------------------------ model names
+    @property
+    def served_name(self) -> str:
+        """The configured served name, or (external engines) the name the engine reports."""
+        if self.policy.served_name:
+            return self.policy.served_name
+        return next((e.served_model_name for e in self.engines.engines() if e.served_model_name), "unknown")
+
+    @property
+    def accepted_names(self) -> set[str]:
+        return {self.served_name, *self.policy.aliases}
+
+    def check_model(self, name: str | None) -> None:
+        """Raises: UnknownModelError in strict mode for a name that is not served."""
+        if self.policy.strict_model_names and name is not None and name not in self.accepted_names:
+            raise UnknownModelError(name, sorted(self.accepted_names))
+
+    # ------------------------------------------------------------------ tokenizers
+    async def tokenizer(self, engine: EngineSnapshot) -> ModelTokenizer | None:
+        """The engine's model tokenizer; loaded off the event loop the first time only."""
+        if not engine.model:
+            return None
+        tok = self.tokenizers.loaded(engine.model, engine.family)
+        if tok is not None:
+            return tok
+        return await anyio.to_thread.run_sync(self.tokenizers.load, engine.model, engine.family)
+
+    async def _prompt_tokenizer(
+        self, q: RerankQuery, engine: EngineSnapshot, plan: ScoringPlan
+    ) -> ModelTokenizer | None:
+        """The tokenizer to send this request's prompts with as token ids (vLLM /classify), or None
+        to send texts (/score).
+
+        Only where the ids are exactly what the engine would build from the texts: an LLM reranker
+        whose engine renders our own template with the model's tokenizer (every engine of a service
+        shares that configuration, so whichever the door picks agrees). Truncation and chunking
+        stay on /score, where the engine cuts each document (`max_tokens_per_doc`), and so do raw
+        scores (the two paths were proven equal for the activated probability only)."""
+        if (
+            not self.policy.pretokenize
+            or engine.family.name != "llm-reranker"
+            or engine.prompt_format != "qwen3-reranker"
+            or q.raw_scores
+            or plan.engine_max_tokens is not None
+            or plan.engine_truncate is not None
+            or len(plan.texts) != len(q.texts)
+        ):
+            return None
+        return await self.tokenizer(engine)
+
+    async def _plan(self, q: RerankQuery, engine: EngineSnapshot) -> ScoringPlan:
+        window = engine.window
+        if fits_without_tokenizer(q, window):
+            # Everything fits: the engine needs no truncation limit (vLLM rejects one >= max_model_len).
+            return unchanged(q)
+        tok = await self.tokenizer(engine) if window.max_model_len else None
+        # tokenizing documents is CPU work: off the event loop (fast tokenizers release the GIL)
+        return await anyio.to_thread.run_sync(plan_request, q, window, tok)
+
+    # ------------------------------------------------------------------ the request
+    async def rerank(
+        self, q: RerankQuery, *, request_id: str, observer: RequestObserver = NULL_OBSERVER
+    ) -> RerankOutcome:
+        """Raises: CompatError, OverloadedError, EngineError (see engine.errors)."""
+        self.check_model(q.model)
+        if len(q.texts) > self.policy.max_documents:
+            raise CompatError(
+                f"invalid request: too many documents: {len(q.texts)} > {self.policy.max_documents} allowed",
+                param="documents",
+            )
+        observer.documents(len(q.texts))
+        deadline = time.monotonic() + self.policy.request_timeout
+        engine = self.engines.pick()
+        plan = await self._plan(q, engine)
+        job = ScoreJob(
+            query=plan.query,
+            instruction=q.instruction,
+            raw=q.raw_scores,
+            max_tokens_per_doc=plan.engine_max_tokens,
+            truncate_to=plan.engine_truncate,
+            prompt_tokenizer=await self._prompt_tokenizer(q, engine, plan),
+        )
+        with self.admission.admit(len(plan.texts)):
+            chunk_scores, tokens = await self.scorer.score(
+                job, plan.texts, model=self.served_name, deadline=deadline, observer=observer
+            )
+        observer.tokens(tokens)
+        if len(plan.texts) == len(q.texts):  # no chunking: one score per document, in order
+            raw_scores = chunk_scores
+        else:  # a document's score is its best chunk's
+            raw_scores = [float("-inf")] * len(q.texts)
+            for owner, score in zip(plan.owners, chunk_scores, strict=True):
+                if score > raw_scores[owner]:
+                    raw_scores[owner] = score
+        kind = engine.score_kind
+        rel = relevances(kind, raw_scores, is_logit=q.raw_scores and kind == "probability")
+        items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)
+        return RerankOutcome(
+            items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id, warnings=plan.warnings
+        )

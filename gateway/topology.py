@@ -1,0 +1,141 @@
+"""From settings and the machine to what runs: the engines, their devices and memory shares, and the
+in-flight limit of each worker. A pure function of its inputs (`plan_topology`), so every
+process that computes it (the supervisor, each gateway worker) agrees, and tests need no machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+from dataclasses import dataclass
+
+from engine import FAMILIES, QWEN3_RERANKER_OVERRIDES, EngineConfig, LaunchMode, ModelFamily, detect_family
+from engine.config import QWEN3_TEMPLATE, detect_launch_mode
+from gateway.settings import Settings
+
+__all__ = ["EngineSlot", "Topology", "engine_configs", "plan_topology"]
+
+_DEFAULT_GPU_SHARE = 0.9
+# Qwen3-Reranker's config says 40960: far more KV cache than reranking needs.
+_LLM_RERANKER_DEFAULT_LEN = 8192
+
+
+@dataclass(frozen=True)
+class EngineSlot:
+    """One managed engine: its name, its GPU memory share (None: vLLM's default or the flag as given),
+    and the CUDA_VISIBLE_DEVICES it gets (None: inherited)."""
+
+    name: str
+    gpu_memory_utilization: float | None
+    visible_devices: str | None
+
+
+@dataclass(frozen=True)
+class Topology:
+    device: str
+    model: str
+    family: ModelFamily
+    qwen3_original: bool
+    engines: tuple[EngineSlot, ...]  # managed engines; empty with --engine-url
+    external_urls: tuple[str, ...]
+    inflight_pairs_per_worker: int
+
+    @property
+    def engine_count(self) -> int:
+        return len(self.engines) or len(self.external_urls)
+
+
+def _family(settings: Settings, model: str) -> tuple[ModelFamily, bool]:
+    family, qwen3_original = detect_family(model)
+    if settings.model_family:
+        family = FAMILIES[settings.model_family]
+    return family, qwen3_original
+
+
+def _replicas(settings: Settings, device: str, family: ModelFamily, cpu_count: int) -> int:
+    """--engine-replicas, or (0 = auto) a count from the host cores for encoder models on a GPU.
+
+    Measured on an H100 with 16 cores (docs/gpu-performance.md): a BERT-base cross-encoder
+    costs ~2.1 ms of host CPU per pair across vLLM's API server, engine and gateway, and
+    replicas scaled throughput until ~8 engines (6.4k pairs/s, 5.95x one engine)."""
+    if settings.engine_replicas:
+        return settings.engine_replicas
+    if settings.engine_devices:
+        return len(settings.engine_devices)
+    if device == "cpu" or settings.tensor_parallel_size > 1:
+        return 1
+    if family.name == "llm-reranker":
+        return 1  # GPU-bound already: one engine batches best
+    return max(1, min(8, round((cpu_count - 2) / 1.8)))
+
+
+def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: str | None = None) -> Topology:
+    """Raises: SettingsError when no model is given and the bundled one is not installed."""
+    device = device or settings.resolved_device
+    model = settings.resolved_model
+    family, qwen3_original = _family(settings, model)
+    slots: list[EngineSlot] = []
+    if not settings.engine_urls:
+        n = _replicas(settings, device, family, cpu_count or os.cpu_count() or 2)
+        for i in range(n):
+            share = settings.gpu_memory_utilization
+            visible = None
+            if settings.engine_devices:
+                visible = settings.engine_devices[i % len(settings.engine_devices)]
+            elif n > 1 and device != "cpu":  # replicas sharing one GPU split its memory
+                share = round((settings.gpu_memory_utilization or _DEFAULT_GPU_SHARE) / n, 3)
+            slots.append(EngineSlot(f"engine{i}", share, visible))
+    engines = max(1, len(slots) or len(settings.engine_urls))
+    if settings.max_inflight_pairs:  # an explicit limit is the service's: split over the workers
+        inflight = max(1, math.ceil(settings.max_inflight_pairs / settings.workers))
+    else:  # per worker: 32 engine batches (max_num_seqs) per engine, enough to keep them saturated
+        inflight = 32 * settings.max_num_seqs * engines
+    return Topology(
+        device=device,
+        model=model,
+        family=family,
+        qwen3_original=qwen3_original,
+        engines=tuple(slots),
+        external_urls=settings.engine_urls,
+        inflight_pairs_per_worker=inflight,
+    )
+
+
+def engine_configs(settings: Settings, topology: Topology, ports: list[int]) -> list[EngineConfig]:
+    """One EngineConfig per managed engine, on the given loopback ports."""
+    cpu = topology.device == "cpu"
+    family = topology.family
+    max_model_len = settings.max_model_len
+    if max_model_len is None and family.name == "llm-reranker":
+        max_model_len = _LLM_RERANKER_DEFAULT_LEN
+    launch = (
+        LaunchMode(tuple(shlex.split(settings.engine_command)), False)
+        if settings.engine_command
+        else detect_launch_mode()
+    )
+    base = EngineConfig(
+        model=topology.model,
+        served_model_name=settings.resolved_served_name,
+        port=0,
+        family=family,
+        device=topology.device,
+        launch=launch,
+        max_num_seqs=settings.max_num_seqs,
+        max_num_batched_tokens=settings.max_num_batched_tokens,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        max_model_len=max_model_len,
+        dtype=settings.dtype or ("float32" if cpu else None),
+        enforce_eager=settings.enforce_eager if settings.enforce_eager is not None else cpu,
+        hf_overrides=dict(QWEN3_RERANKER_OVERRIDES) if topology.qwen3_original else None,
+        chat_template=str(QWEN3_TEMPLATE) if family.name == "llm-reranker" else None,
+        extra_args=settings.vllm_args,
+    )
+    configs = []
+    for slot, port in zip(topology.engines, ports, strict=True):
+        env = (("CUDA_VISIBLE_DEVICES", slot.visible_devices),) if slot.visible_devices is not None else ()
+        configs.append(
+            base.with_(port=port, name=slot.name, gpu_memory_utilization=slot.gpu_memory_utilization, extra_env=env)
+        )
+    return configs
