@@ -229,3 +229,51 @@ def test_auto_replicas_from_host_cores_for_encoders_on_gpu(tmp_path) -> None:  #
         replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"], {}), 16)
         == 3
     )
+
+
+def test_settings_built_in_code_are_validated_the_same_way() -> None:
+    from pydantic import ValidationError
+
+    for bad in ({"workers": 0}, {"max_documents": 10_001}, {"pretokenize": "on"}, {"port": 8000, "engine_port": 8000}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+    assert Settings(log_level="DEBUG").log_level == "debug"
+
+
+def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "1234")
+    monkeypatch.setenv("WORKERS", "7")
+    assert Settings().port == 8000 and Settings().workers == 1
+    assert parse_settings([]).port == 1234  # the CLI reads the process environment
+
+
+def test_errors_name_the_flag_and_its_env_var() -> None:
+    with pytest.raises(SettingsError, match=r"--max-documents/RERANK_MAX_DOCUMENTS: .*10000"):
+        parse_settings([], {"RERANK_MAX_DOCUMENTS": "20000"})
+    with pytest.raises(SettingsError, match="--engine-port must differ from --port"):
+        parse_settings(["--port", "9000", "--engine-port", "9000"], {})
+    with pytest.raises(SettingsError) as info:
+        parse_settings([], {"RERANK_API_KEYS": "k", "RERANK_PROTECT_OPS": "perhaps"})
+    assert "perhaps" in str(info.value) and "--protect-ops/RERANK_PROTECT_OPS" in str(info.value)
+
+
+def test_every_option_declares_flag_env_help_and_default() -> None:
+    from gateway.cli import OPTIONS
+
+    assert len({o.flag for o in OPTIONS}) == len({o.env for o in OPTIONS}) == len(OPTIONS)
+    for o in OPTIONS:
+        assert o.help and o.flag.startswith("--") and o.env.isupper()
+
+
+def test_in_flight_default_follows_the_engines_actually_started(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    auto = plan_topology(parse_settings(["--model", str(bert), "--device", "cuda"], {}), cpu_count=16)
+    assert len(auto.engines) == 8 and auto.inflight_pairs_per_worker == 32 * 256 * 8
+    explicit = plan_topology(parse_settings(["--max-inflight-pairs", "1000", "--workers", "3"], {}), cpu_count=16)
+    assert explicit.inflight_pairs_per_worker == 334  # the service's limit, split over the workers
+    external = plan_topology(parse_settings(["--engine-url", "http://a", "--engine-url", "http://b"], {}))
+    assert external.engines == () and external.inflight_pairs_per_worker == 32 * 256 * 2
