@@ -23,10 +23,35 @@ import time
 
 import httpx
 
-WORDS = (
-    "rerank query document search engine model vector score gravity capital city river mountain planet "
-    "energy market price music history science language library teacher student network server data"
-).split()
+WORDS = [
+    "rerank",
+    "query",
+    "document",
+    "search",
+    "engine",
+    "model",
+    "vector",
+    "score",
+    "gravity",
+    "capital",
+    "city",
+    "river",
+    "mountain",
+    "planet",
+    "energy",
+    "market",
+    "price",
+    "music",
+    "history",
+    "science",
+    "language",
+    "library",
+    "teacher",
+    "student",
+    "network",
+    "server",
+    "data",
+]
 
 
 def make_docs(n: int, rng: random.Random) -> list[str]:
@@ -109,7 +134,10 @@ async def run(a: argparse.Namespace) -> int:
         print(f"service {base}: model {model}, gateway workers {info.get('workers')}, device {info.get('device')}")
         print(f"{a.docs} documents/request, {a.duration:g} s per level\n")
         await level(client, model, 1, a.docs, min(2.0, a.duration), seed=0)  # warm-up, not reported
-        head = f"{'conc':>5} {'requests':>9} {'errors':>6} {'req/s':>9} {'pairs/s':>10} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}"
+        head = (
+            f"{'conc':>5} {'requests':>9} {'errors':>6} {'req/s':>9} {'pairs/s':>10} "
+            f"{'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9}"
+        )
         print(head)
         print("-" * len(head))
         rows = []

@@ -27,8 +27,10 @@ QUERIES = [
 ]
 DOCUMENTS = [
     "The capital of China is Beijing.",
-    "Gravity is a force that attracts two bodies towards each other. It gives weight to physical objects and is "
-    "responsible for the movement of planets around the sun.",
+    (
+        "Gravity is a force that attracts two bodies towards each other. It gives weight to physical objects and is "
+        "responsible for the movement of planets around the sun."
+    ),
 ]
 
 
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         # the card's own pairing: query i with document i, in one request per pair
         print("\nmodel card pairs (query i, document i):")
-        for query, doc in zip(QUERIES, DOCUMENTS):
+        for query, doc in zip(QUERIES, DOCUMENTS, strict=True):
             body = {"model": model, "query": query, "documents": [doc]}
             if a.instruction:
                 body["instruction"] = a.instruction

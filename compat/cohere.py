@@ -16,13 +16,13 @@ from compat.errors import CompatError
 from compat.model import RerankOutcome, RerankQuery
 
 __all__ = [
+    "COHERE_V2_MAX_TOKENS_PER_DOC",
     "CohereV1RerankRequest",
     "CohereV2RerankRequest",
     "parse_cohere_v1",
     "parse_cohere_v2",
     "render_cohere_v1",
     "render_cohere_v2",
-    "COHERE_V2_MAX_TOKENS_PER_DOC",
 ]
 
 COHERE_V2_MAX_TOKENS_PER_DOC = 4096

@@ -8,7 +8,7 @@ from typing import Any
 
 from compat.errors import CompatError
 
-__all__ = ["document_texts", "check_query", "check_top_n", "MAX_DOCUMENTS"]
+__all__ = ["MAX_DOCUMENTS", "check_query", "check_top_n", "document_texts"]
 
 MAX_DOCUMENTS = 10_000
 

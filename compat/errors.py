@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CompatError", "UnknownModelError", "error_body", "ERROR_TYPES"]
+__all__ = ["ERROR_TYPES", "CompatError", "UnknownModelError", "error_body"]
 
 
 class CompatError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["RerankQuery", "RankedItem", "RerankOutcome"]
+__all__ = ["RankedItem", "RerankOutcome", "RerankQuery"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RerankQuery:
 class RankedItem(NamedTuple):
     """One ranked result (a NamedTuple: immutable, and cheap to build thousands of per request)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the wire name; shadows tuple.index, which nothing calls
     relevance_score: float
     raw_score: float | None = None
 

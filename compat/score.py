@@ -28,7 +28,7 @@ from compat.documents import MAX_DOCUMENTS, check_query, document_texts
 from compat.errors import CompatError
 from compat.model import RerankOutcome, RerankQuery
 
-__all__ = ["ScoreRequest", "ScoreGroup", "ScorePlan", "parse_score", "render_score", "SCORE_FIELD_PAIRS"]
+__all__ = ["SCORE_FIELD_PAIRS", "ScoreGroup", "ScorePlan", "ScoreRequest", "parse_score", "render_score"]
 
 # (left, right) field names, in the order they are looked for.
 SCORE_FIELD_PAIRS: tuple[tuple[str, str], ...] = (

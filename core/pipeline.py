@@ -151,8 +151,7 @@ class RerankPipeline:
         else:  # a document's score is its best chunk's
             raw_scores = [float("-inf")] * len(q.texts)
             for owner, score in zip(plan.owners, chunk_scores, strict=True):
-                if score > raw_scores[owner]:
-                    raw_scores[owner] = score
+                raw_scores[owner] = max(raw_scores[owner], score)
         kind = engine.score_kind
         rel = relevances(kind, raw_scores, is_logit=q.raw_scores and kind == "probability")
         items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)

@@ -129,12 +129,12 @@ def plan_request(q: RerankQuery, window: ModelWindow, tok: ModelTokenizer | None
     texts: list[str] = []
     own: list[int] = []
     for i, text in enumerate(q.texts):
-        ids = too_long.get(i)
-        if ids is None:
+        doc_ids = too_long.get(i)
+        if doc_ids is None:
             texts.append(text)
             own.append(i)
             continue
-        for c in range(min(chunks, -(-len(ids) // budget))):
-            texts.append(tok.decode(ids[c * budget : (c + 1) * budget]))
+        for c in range(min(chunks, -(-len(doc_ids) // budget))):
+            texts.append(tok.decode(doc_ids[c * budget : (c + 1) * budget]))
             own.append(i)
     return ScoringPlan(query, tuple(texts), tuple(own), budget, tuple(warnings))

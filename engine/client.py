@@ -4,7 +4,8 @@ Two calls: `score()` sends texts to `/score` (the engine renders and tokenises e
 `score_tokens()` sends prompts already tokenised to `/classify`. Both share one retry loop and one
 reading of statuses.
 
-Only this module (through engine.transport) talks HTTP to engines. It translates transport failures into `EngineError`s and
+Only this module (through engine.transport) talks HTTP to engines. It translates transport failures into
+`EngineError`s and
 retries what is safe to retry (scoring is idempotent): connection failures and 502/503 while
 an engine restarts, with jittered backoff inside the caller's deadline. 4xx answers and read
 timeouts are never retried.

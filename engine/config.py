@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.families import ModelFamily
 from engine.snapshot import EngineArgs
 
-__all__ = ["EngineConfig", "LaunchMode", "detect_launch_mode", "detect_device", "TEMPLATE_DIR", "QWEN3_TEMPLATE"]
+__all__ = ["QWEN3_TEMPLATE", "TEMPLATE_DIR", "EngineConfig", "LaunchMode", "detect_device", "detect_launch_mode"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 QWEN3_TEMPLATE = TEMPLATE_DIR / "qwen3_reranker.jinja"
@@ -85,7 +85,7 @@ class EngineConfig:
     extra_env: tuple[tuple[str, str], ...] = ()
     name: str = "engine0"
 
-    def with_(self, **changes: object) -> "EngineConfig":
+    def with_(self, **changes: object) -> EngineConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
@@ -202,7 +202,7 @@ class EngineConfig:
                 out.append("***")
                 hide = False
                 continue
-            if a in ("--api-key",):
+            if a == "--api-key":
                 hide = True
             out.append(a.split("=", 1)[0] + "=***" if a.startswith("--api-key=") else a)
         return out

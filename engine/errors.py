@@ -13,12 +13,12 @@ from __future__ import annotations
 
 __all__ = [
     "EngineError",
-    "EngineStartError",
-    "EngineUnavailableError",
     "EngineOverloadedError",
-    "EngineTimeoutError",
-    "EngineRejectedError",
     "EngineProtocolError",
+    "EngineRejectedError",
+    "EngineStartError",
+    "EngineTimeoutError",
+    "EngineUnavailableError",
 ]
 
 

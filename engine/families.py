@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ModelFamily", "FAMILIES", "detect_family", "QWEN3_RERANKER_OVERRIDES", "QWEN3_PRESETS"]
+__all__ = ["FAMILIES", "QWEN3_PRESETS", "QWEN3_RERANKER_OVERRIDES", "ModelFamily", "detect_family"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ def detect_family(model: str) -> tuple[ModelFamily, bool]:
         if "rerank" in lowered or "cross-encoder" in lowered:
             return CROSS_ENCODER, False
         return BI_ENCODER, False
-    archs = [str(a) for a in cfg.get("architectures", []) or []]
+    listed = cfg.get("architectures")
+    archs = [str(a) for a in listed] if isinstance(listed, list) else []
     model_type = str(cfg.get("model_type", ""))
     if any(a.endswith("ForCausalLM") for a in archs) and model_type.startswith("qwen3"):
         return LLM_RERANKER, True

@@ -91,7 +91,7 @@ class EngineProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_set_pdeathsig,
+            preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - only prctl(PDEATHSIG): async-signal-safe
         )
         self._reader = threading.Thread(target=self._forward, name=f"{self.config.name}-log", daemon=True)
         self._reader.start()

@@ -12,7 +12,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 
@@ -44,7 +43,7 @@ class RestartPolicy:
 
     def delay(self) -> float:
         n = max(len(self._crashes) - 1, 0)
-        return min(self.cap_s, self.base_s * (2**n))
+        return float(min(self.cap_s, self.base_s * 2.0**n))
 
 
 class EngineSupervisor:

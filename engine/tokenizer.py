@@ -18,13 +18,13 @@ from typing import Any
 from engine.families import ModelFamily
 
 __all__ = [
+    "QWEN3_DEFAULT_INSTRUCTION",
+    "QWEN3_PREFIX",
+    "QWEN3_SUFFIX",
     "ModelTokenizer",
     "load_tokenizer",
     "loaded_tokenizer",
     "qwen3_prompt",
-    "QWEN3_PREFIX",
-    "QWEN3_SUFFIX",
-    "QWEN3_DEFAULT_INSTRUCTION",
 ]
 
 log = logging.getLogger("vllm_rerank.engine")
@@ -135,7 +135,7 @@ def load_tokenizer(model: str, family: ModelFamily) -> ModelTokenizer | None:
 
             local = Path(model).exists()
             tok = AutoTokenizer.from_pretrained(model, use_fast=True, local_files_only=local or None)
-        except Exception as exc:  # noqa: BLE001 - any loader failure means "no tokenizer": engine-side limits only
+        except Exception as exc:
             log.warning("tokenizer_unavailable model=%s error=%s", model, exc)
             _FAILED[key] = time.monotonic()
             return None

@@ -44,7 +44,9 @@ class _Tokenizers:
         return load_tokenizer(model, family)
 
 
-def build_pipeline(settings: Settings, topology: Topology, registry: EngineRegistry, client: EngineClient) -> RerankPipeline:
+def build_pipeline(
+    settings: Settings, topology: Topology, registry: EngineRegistry, client: EngineClient
+) -> RerankPipeline:
     policy = PipelinePolicy(
         served_name=settings.resolved_served_name,
         aliases=settings.model_aliases,

@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
         default = Settings.model_fields[opt.field].default
         shown = f"{opt.help} [env {opt.env}; default {default!r}]"
         if opt.kind is bool:
-            parser.add_argument(opt.flag, dest=opt.field, action=argparse.BooleanOptionalAction, default=None, help=shown)
+            parser.add_argument(
+                opt.flag, dest=opt.field, action=argparse.BooleanOptionalAction, default=None, help=shown
+            )
         elif opt.kind is list:
             parser.add_argument(opt.flag, dest=opt.field, action="append", default=None, help=shown)
         else:
@@ -101,4 +103,3 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
             values[opt.field] = tuple(value) if opt.kind is list else value
     values["vllm_args"] = tuple(unknown + passthrough)
     return load_settings(values, os.environ if environ is None else environ)
-

@@ -29,7 +29,6 @@ _TOKEN_BUCKETS = (10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000
 
 class _Metrics:
     def __init__(self) -> None:
-        gauge_mode = {"multiprocess_mode": "livesum"} if _MULTIPROC else {}
         self.requests = Counter(
             "vllm_rerank_requests_total", "HTTP requests by route, dialect and status", ["route", "dialect", "status"]
         )
@@ -43,8 +42,12 @@ class _Metrics:
             "vllm_rerank_tokens_per_request", "Prompt tokens the engine counted per request", buckets=_TOKEN_BUCKETS
         )
         self.tokens_total = Counter("vllm_rerank_prompt_tokens_total", "Prompt tokens scored")
-        self.inflight_requests = Gauge("vllm_rerank_inflight_requests", "Requests being processed", **gauge_mode)
-        self.inflight_pairs = Gauge("vllm_rerank_inflight_pairs", "(query, document) pairs being scored", **gauge_mode)
+        self.inflight_requests = Gauge(
+            "vllm_rerank_inflight_requests", "Requests being processed", multiprocess_mode="livesum"
+        )
+        self.inflight_pairs = Gauge(
+            "vllm_rerank_inflight_pairs", "(query, document) pairs being scored", multiprocess_mode="livesum"
+        )
         self.rejected = Counter(
             "vllm_rerank_rejected_total", "Requests refused by backpressure or engine state", ["status", "reason"]
         )
@@ -105,10 +108,10 @@ def _engine_families(engines: Sequence[EngineSnapshot]) -> Iterable[Metric]:
 def _gpu_families() -> Iterable[Metric]:
     """GPU memory per device via NVML; nothing (and no error) where there is no GPU or no pynvml."""
     try:
-        import pynvml  # type: ignore[import-untyped]
+        import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVML: no GPU metrics
+    except Exception:
         return []
     used = GaugeMetricFamily("vllm_rerank_gpu_memory_used_bytes", "GPU memory used", labels=["gpu"])
     total = GaugeMetricFamily("vllm_rerank_gpu_memory_total_bytes", "GPU memory total", labels=["gpu"])
@@ -143,8 +146,9 @@ def label_engine_metrics(text: str, engine: str | None) -> str:
         m = _SAMPLE.match(line) if line and not line.startswith("#") else None
         if m:
             labels = f'engine="{engine}"' + (f",{m.group(3)}" if m.group(3) else "")
-            line = f"{m.group(1)}{{{labels}}}{m.group(4)}"
-        out.append(line)
+            out.append(f"{m.group(1)}{{{labels}}}{m.group(4)}")
+        else:
+            out.append(line)
     return "\n".join(out) + "\n"
 
 
@@ -152,14 +156,14 @@ def render_metrics(engines: Sequence[EngineSnapshot], engine_texts: list[tuple[s
     """Our metrics (all workers) + scrape-time engine/GPU gauges + the engines' own metrics."""
     registry = CollectorRegistry()
     if _MULTIPROC:
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         from prometheus_client import REGISTRY
 
-        registry = REGISTRY  # type: ignore[assignment]
+        registry = REGISTRY
     ours = generate_latest(registry)
     scrape = CollectorRegistry()
-    scrape.register(_ScrapeTimeCollector(engines))  # type: ignore[arg-type]
+    scrape.register(_ScrapeTimeCollector(engines))
     parts = [ours, generate_latest(scrape)]
     several = len(engine_texts) > 1
     seen_help: set[str] = set()

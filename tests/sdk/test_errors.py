@@ -5,7 +5,6 @@ In-process app with no engine: every check here runs before an engine would be p
 
 from __future__ import annotations
 
-
 import pytest
 from starlette.testclient import TestClient
 

@@ -88,8 +88,9 @@ def test_cross_encoder_limited_by_its_window_is_cut_by_the_engine_in_one_pass() 
 
 
 def test_encoder_with_a_callers_limit_is_cut_here_at_token_boundaries() -> None:
-    plan = plan_request(_q("q", "short", "y" * 50, max_tokens_per_doc=10), _window("cross-encoder", 40),
-                        _tok("cross-encoder"))
+    plan = plan_request(
+        _q("q", "short", "y" * 50, max_tokens_per_doc=10), _window("cross-encoder", 40), _tok("cross-encoder")
+    )
     assert plan.texts == ("short", "y" * 10)
     assert plan.engine_truncate is None and plan.engine_max_tokens is None
 

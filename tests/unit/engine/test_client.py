@@ -14,9 +14,9 @@ import pytest
 import stamina
 
 from engine import EngineClient, EngineRegistry
-from tests.unit.engines import snapshot
 from engine.errors import EngineProtocolError, EngineRejectedError, EngineUnavailableError
 from engine.transport import CallableTransport, ConnectFailed
+from tests.unit.engines import snapshot
 
 Reply = tuple[int, bytes]
 

@@ -11,13 +11,13 @@ from engine.supervisor import EngineSupervisor
 
 
 def cfg(**kw: object) -> EngineConfig:
-    base: dict[str, object] = dict(
-        model="/models/m",
-        served_model_name="m",
-        port=4321,
-        family=FAMILIES["cross-encoder"],
-        launch=LaunchMode((sys.executable, "-m", "vllm.entrypoints.openai.api_server"), False),
-    )
+    base: dict[str, object] = {
+        "model": "/models/m",
+        "served_model_name": "m",
+        "port": 4321,
+        "family": FAMILIES["cross-encoder"],
+        "launch": LaunchMode((sys.executable, "-m", "vllm.entrypoints.openai.api_server"), False),
+    }
     base.update(kw)
     return EngineConfig(**base)  # type: ignore[arg-type]
 

@@ -41,7 +41,8 @@ def test_stop_kills_the_whole_group_even_if_sigterm_is_ignored(tmp_path) -> None
     script = (
         "import os, signal, subprocess, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        f"p = subprocess.Popen([sys.executable, '-c', 'import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'])\n"
+        "child = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)'\n"
+        "p = subprocess.Popen([sys.executable, '-c', child])\n"
         f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
         "print('started', flush=True)\n"
         "time.sleep(300)\n"

@@ -50,8 +50,15 @@ def test_frozen() -> None:
 
 def test_registry_reads_what_the_supervisor_publishes(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    cfg = EngineConfig(model="/m", served_model_name="m", port=7001, family=FAMILIES["cross-encoder"],
-                       launch=LaunchMode(("vllm",), False), max_num_seqs=64, extra_args=("--max-num-seqs", "32"))
+    cfg = EngineConfig(
+        model="/m",
+        served_model_name="m",
+        port=7001,
+        family=FAMILIES["cross-encoder"],
+        launch=LaunchMode(("vllm",), False),
+        max_num_seqs=64,
+        extra_args=("--max-num-seqs", "32"),
+    )
     managed = EngineSupervisor(cfg).snapshot()
     external = ExternalEngine("http://127.0.0.1:9/", name="external0").snapshot()
     publish_state(path, [managed, external])
@@ -72,9 +79,16 @@ def test_registry_keeps_the_last_good_state_over_a_torn_file(tmp_path: Path) -> 
 
 
 def test_effective_args_read_pass_through_flags_in_both_spellings() -> None:
-    base = EngineConfig(model="/m", served_model_name="m", port=1, family=FAMILIES["bi-encoder"],
-                        launch=LaunchMode(("vllm",), False), max_num_seqs=256, device="cuda",
-                        gpu_memory_utilization=0.5)
+    base = EngineConfig(
+        model="/m",
+        served_model_name="m",
+        port=1,
+        family=FAMILIES["bi-encoder"],
+        launch=LaunchMode(("vllm",), False),
+        max_num_seqs=256,
+        device="cuda",
+        gpu_memory_utilization=0.5,
+    )
     assert base.effective_args() == EngineArgs(max_num_seqs=256, gpu_memory_utilization=0.5)
     passed = base.with_(extra_args=("--max-num-seqs=8", "--gpu-memory-utilization", "0.7", "--dtype", "half"))
     assert passed.effective_args() == EngineArgs(max_num_seqs=8, gpu_memory_utilization=0.7, dtype="half")

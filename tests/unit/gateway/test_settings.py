@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import QWEN3_RERANKER_OVERRIDES
+from engine import QWEN3_RERANKER_OVERRIDES, EngineConfig
 from gateway.cli import build_parser, parse_settings
-from engine import EngineConfig
 from gateway.settings import Settings, SettingsError
 from gateway.topology import engine_configs, plan_topology
 
@@ -22,6 +21,7 @@ def config(s: Settings) -> EngineConfig:
 
 def replicas(s: Settings, cpu_count: int) -> int:
     return len(plan_topology(s, cpu_count=cpu_count).engines)
+
 
 GUIDE = [
     ("--workers", "WORKERS", "workers", "3", 3),
@@ -114,7 +114,10 @@ def test_llm_rerankers_run_our_template_unless_overridden() -> None:
     assert config(parse_settings(["--model-size", "0.6B"], {})).prompt_format == "qwen3-reranker"
     mine = parse_settings(["--model-size", "0.6B", "--chat-template", "/mine.jinja"], {})
     assert config(mine).prompt_format is None
-    assert config(parse_settings(["--model", "/models/bert-ce", "--model-family", "cross-encoder"], {})).prompt_format is None
+    assert (
+        config(parse_settings(["--model", "/models/bert-ce", "--model-family", "cross-encoder"], {})).prompt_format
+        is None
+    )
 
 
 def test_model_wins_over_model_size() -> None:
@@ -222,13 +225,9 @@ def test_auto_replicas_from_host_cores_for_encoders_on_gpu(tmp_path) -> None:  #
     assert replicas(parse_settings(["--model", str(bert), "--device", "cpu"], {}), 16) == 1
     assert replicas(parse_settings(["--model-size", "0.6B", "--device", "cuda"], {}), 16) == 1
     assert (
-        replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"], {}), 16)
-        == 1
+        replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"], {}), 16) == 1
     )
-    assert (
-        replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"], {}), 16)
-        == 3
-    )
+    assert replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--engine-replicas", "3"], {}), 16) == 3
 
 
 def test_settings_built_in_code_are_validated_the_same_way() -> None:
