@@ -111,14 +111,6 @@ class EngineProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def wait(self, timeout: float | None = None) -> int | None:
-        if not self._proc:
-            return None
-        try:
-            return self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
     def flush_log(self, timeout: float = 2.0) -> None:
         if self._reader:
             self._reader.join(timeout)
