@@ -243,6 +243,6 @@ def test_schema_valid_with_kubernetes_validate(path: Path) -> None:
 def test_docs_settings_table_matches_the_settings() -> None:
     """docs/deploy.md's table lists every (env var, flag) pair of gateway/settings.py, and no other."""
     text = (ROOT / "docs" / "deploy.md").read_text()
-    rows = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| `(--[a-z0-9-]+)` \|", text, flags=re.M))
+    rows = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \| `(--[a-z0-9-]+)` \|", text, flags=re.MULTILINE))
     expected = {(o.env, o.flag) for o in _OPTIONS}
     assert rows == expected, f"missing: {sorted(expected - rows)}; stale: {sorted(rows - expected)}"

@@ -274,7 +274,7 @@ def test_healthcheck_command_really_fails_on_503_and_passes_on_200() -> None:
     status = {"code": 503}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(status["code"] if self.path == "/health" else 404)
             self.end_headers()
 
