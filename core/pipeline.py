@@ -95,13 +95,11 @@ class RerankPipeline:
         Only where the ids are exactly what the engine would build from the texts: an LLM reranker
         whose engine renders our own template with the model's tokenizer (every engine of a service
         shares that configuration, so whichever the door picks agrees). Truncation and chunking
-        stay on /score, where the engine cuts each document (`max_tokens_per_doc`), and so do raw
-        scores (the two paths were proven equal for the activated probability only)."""
+        stay on /score, where the engine cuts each document (`max_tokens_per_doc`)."""
         if (
             not self.policy.pretokenize
             or engine.family.name != "llm-reranker"
             or engine.prompt_format != "qwen3-reranker"
-            or q.raw_scores
             or plan.engine_max_tokens is not None
             or plan.engine_truncate is not None
             or len(plan.texts) != len(q.texts)
@@ -136,7 +134,6 @@ class RerankPipeline:
         job = ScoreJob(
             query=plan.query,
             instruction=q.instruction,
-            raw=q.raw_scores,
             max_tokens_per_doc=plan.engine_max_tokens,
             truncate_to=plan.engine_truncate,
             prompt_tokenizer=await self._prompt_tokenizer(q, engine, plan),
@@ -153,7 +150,7 @@ class RerankPipeline:
             for owner, score in zip(plan.owners, chunk_scores, strict=True):
                 raw_scores[owner] = max(raw_scores[owner], score)
         kind = engine.score_kind
-        rel = relevances(kind, raw_scores, is_logit=q.raw_scores and kind == "probability")
+        rel = relevances(kind, raw_scores)
         items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)
         return RerankOutcome(
             items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id, warnings=plan.warnings

@@ -25,7 +25,6 @@ class EngineDoor(Protocol):
         deadline: float,
         max_tokens_per_doc: int | None = None,
         instruction: str | None = None,
-        raw: bool = False,
         truncate_prompt_tokens: int | None = None,
     ) -> ScoreBatch: ...
 

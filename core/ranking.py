@@ -17,17 +17,18 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def relevances(score_kind: str, values: Sequence[float], *, is_logit: bool = False) -> list[float]:
+def relevances(score_kind: str, values: Sequence[float]) -> list[float]:
     """Map engine scores into [0, 1], monotonically (the per-request hot path: no call per score).
 
-    cosine (bi-encoders): (cos + 1) / 2.  probability (cross-encoders, LLM rerankers): the
-    engine's sigmoid output as is; when the engine returned a raw logit, sigmoid(logit).
-    """
+    cosine (bi-encoders): (cos + 1) / 2.  logit (every classifier format: cross-encoders and LLM
+    rerankers, whose engine is asked for the raw logit): sigmoid(logit).
+
+    Raises: ValueError for an unknown score kind."""
     if score_kind == "cosine":
         return [min(1.0, max(0.0, (v + 1.0) * 0.5)) for v in values]
-    if is_logit:
+    if score_kind == "logit":
         return [sigmoid(v) for v in values]
-    return [min(1.0, max(0.0, v)) for v in values]
+    raise ValueError(f"unknown score kind {score_kind!r}")
 
 
 def rank(

@@ -26,13 +26,12 @@ class ScoreJob:
 
     query: str
     instruction: str | None
-    raw: bool
     max_tokens_per_doc: int | None = None
     truncate_to: int | None = None
     prompt_tokenizer: ModelTokenizer | None = None
 
     def cache_key(self, model: str) -> tuple[Hashable, ...]:
-        return (model, self.query, self.max_tokens_per_doc, self.truncate_to, self.instruction, self.raw)
+        return (model, self.query, self.max_tokens_per_doc, self.truncate_to, self.instruction)
 
 
 class Scorer:
@@ -94,6 +93,5 @@ class Scorer:
             deadline=deadline,
             max_tokens_per_doc=job.max_tokens_per_doc,
             instruction=job.instruction,
-            raw=job.raw,
             truncate_prompt_tokens=job.truncate_to,
         )

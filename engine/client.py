@@ -115,14 +115,14 @@ class EngineClient:
         deadline: float,
         max_tokens_per_doc: int | None = None,
         instruction: str | None = None,
-        raw: bool = False,
         truncate_prompt_tokens: int | None = None,
     ) -> ScoreBatch:
         """Score every document against the query on one engine (vLLM `/score`: the engine renders
         and tokenises each pair).
 
-        `deadline` is a `time.monotonic()` instant. `raw=True` asks a classifier for logits
-        (`use_activation: false`); embedding models always return cosine. `truncate_prompt_tokens`
+        `deadline` is a `time.monotonic()` instant. A classifier is always asked for its raw logit
+        (`use_activation: false`: the gateway applies sigmoid itself, whatever activation the
+        model's config asks vLLM for); embedding models return cosines. `truncate_prompt_tokens`
         lets the engine's tokenizer truncate each pair to that many tokens in the same pass.
 
         Raises:
@@ -141,7 +141,7 @@ class EngineClient:
                 body["truncate_prompt_tokens"] = truncate_prompt_tokens
             if instruction is not None:
                 body["instruction"] = instruction
-            if raw and engine.score_kind == "probability":
+            if engine.score_kind == "logit":
                 body["use_activation"] = False
             return "/score", body
 
@@ -157,7 +157,7 @@ class EngineClient:
         """
 
         def request(engine: EngineSnapshot) -> tuple[str, dict[str, Any]]:
-            return "/classify", {"model": engine.served_model_name, "input": prompts}
+            return "/classify", {"model": engine.served_model_name, "input": prompts, "use_activation": False}
 
         return await self._with_retries(request, _parse_classify, len(prompts), deadline)
 
@@ -249,7 +249,7 @@ def _parse_score(item: dict[str, Any]) -> float:
 def _parse_classify(item: dict[str, Any]) -> float:
     probs = item["probs"]
     if len(probs) != 1:
-        raise ValueError(f"{len(probs)} probabilities for a one-label classifier")
+        raise ValueError(f"{len(probs)} outputs for a one-label classifier")
     return float(probs[0])
 
 

@@ -16,9 +16,9 @@ __all__ = ["FAMILIES", "QWEN3_PRESETS", "QWEN3_RERANKER_OVERRIDES", "ModelFamily
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """name: bi-encoder | cross-encoder | llm-reranker.
-    score_kind: 'cosine' (raw in [-1, 1]) or 'probability' (already in [0, 1], sigmoid of a logit).
-    runner: value for `--runner`, or None to let vLLM resolve it."""
+    """name: bi-encoder | cross-encoder | llm-reranker (how the planner fits a pair into the window).
+    score_kind: 'cosine' (raw in [-1, 1]) or 'logit' (the engine's raw classifier logit, asked for with
+    `use_activation: false`; relevance = sigmoid of it). runner: value for `--runner`."""
 
     name: str
     score_kind: str
@@ -26,8 +26,8 @@ class ModelFamily:
 
 
 BI_ENCODER = ModelFamily("bi-encoder", "cosine", "pooling")
-CROSS_ENCODER = ModelFamily("cross-encoder", "probability", "pooling")
-LLM_RERANKER = ModelFamily("llm-reranker", "probability", "pooling")
+CROSS_ENCODER = ModelFamily("cross-encoder", "logit", "pooling")
+LLM_RERANKER = ModelFamily("llm-reranker", "logit", "pooling")
 FAMILIES = {f.name: f for f in (BI_ENCODER, CROSS_ENCODER, LLM_RERANKER)}
 
 QWEN3_RERANKER_OVERRIDES: dict[str, object] = {

@@ -57,10 +57,12 @@ def _run(client: EngineClient, **kw: Any) -> Any:
     return asyncio.run(client.score_tokens(deadline=time.monotonic() + 10, **kw))
 
 
-def test_score_tokens_posts_ids_to_classify_and_reads_probs() -> None:
+def test_score_tokens_posts_ids_to_classify_and_reads_logits() -> None:
     script = Script(lambda url, body: _classified([[0.25], [0.75]], tokens=5))
     batch = _run(EngineClient(_registry(), transport=CallableTransport(script)), prompts=[[1, 2], [3, 4, 5]])
-    assert script.posts == [("http://e0/classify", {"model": "m", "input": [[1, 2], [3, 4, 5]]})]
+    assert script.posts == [
+        ("http://e0/classify", {"model": "m", "input": [[1, 2], [3, 4, 5]], "use_activation": False})
+    ]
     assert batch.scores == [0.25, 0.75] and batch.prompt_tokens == 5 and batch.engine == "engine0"
 
 
@@ -143,7 +145,6 @@ def test_score_still_sends_texts_to_score() -> None:
             deadline=time.monotonic() + 10,
             max_tokens_per_doc=4,
             instruction="i",
-            raw=True,
         )
     )
     assert batch.scores == [0.1, 0.2] and batch.prompt_tokens == 9

@@ -19,7 +19,7 @@ def test_round_trip_through_json_is_exact() -> None:
     s = snapshot(family="llm-reranker", max_model_len=8192, prompt_format="qwen3-reranker", pid=12, restarts=2)
     again = EngineSnapshot.model_validate_json(s.model_dump_json())
     assert again == s
-    assert again.score_kind == "probability" and again.window.max_model_len == 8192
+    assert again.score_kind == "logit" and again.window.max_model_len == 8192
 
 
 def test_every_score_deciding_field_is_required() -> None:

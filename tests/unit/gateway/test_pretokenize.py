@@ -16,6 +16,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from core.ranking import sigmoid
 from engine import FAMILIES, EngineRegistry
 from engine.tokenizer import ModelTokenizer, qwen3_prompt
 from engine.transport import CallableTransport
@@ -50,7 +51,7 @@ class CharTokenizer:
 
 
 class Engine:
-    """Answers /classify with probs = (prompt length mod 97) / 100 and /score with 0.5; records calls."""
+    """Answers /classify with the logit (prompt length mod 97) / 100 and /score with 0.5; records calls."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -112,9 +113,10 @@ def test_plain_request_sends_the_prompts_as_token_ids(client: TestClient, engine
     docs = ["first doc", "second", "ünï\ncode"]
     data = _rerank(client, documents=docs, instruction="judge")
     prompts = [qwen3_prompt("q", d, "judge") for d in docs]
-    assert engine.calls == [("/classify", {"model": "m", "input": [[ord(c) for c in p] for p in prompts]})]
+    ids = [[ord(c) for c in p] for p in prompts]
+    assert engine.calls == [("/classify", {"model": "m", "input": ids, "use_activation": False})]
     got = {r["index"]: r["relevance_score"] for r in data["results"]}
-    assert got == {i: pytest.approx(len(p) % 97 / 100) for i, p in enumerate(prompts)}
+    assert got == {i: pytest.approx(sigmoid(len(p) % 97 / 100)) for i, p in enumerate(prompts)}
     assert data["meta"]["tokens"]["input_tokens"] == sum(map(len, prompts))  # the engine's usage, reported
     assert tok.threads and not tok.threads & engine.threads  # tokenised off the event loop
 
@@ -138,19 +140,25 @@ def test_cached_pairs_are_not_tokenised_again(tok: CharTokenizer, engine: Engine
 @pytest.mark.parametrize(
     "body",
     [
-        {"raw_scores": True},  # not activated: /score's use_activation
         {"documents": ["a" * 40, "b"], "max_tokens_per_doc": 8},  # truncated by the engine
         {"documents": ["a" * 40, "b"], "max_tokens_per_doc": 8, "max_chunks_per_doc": 3},  # chunked
     ],
-    ids=["raw-scores", "truncation", "chunking"],
+    ids=["truncation", "chunking"],
 )
-def test_requests_that_need_the_engine_to_cut_or_keep_logits_send_texts(
+def test_requests_that_need_the_engine_to_cut_send_texts(
     client: TestClient, engine: Engine, body: dict[str, Any]
 ) -> None:
     path = "/v1/rerank" if "max_chunks_per_doc" in body else "/v2/rerank"
     r = client.post(path, json={"query": "q", "documents": ["aa", "b"], **body})
     assert r.status_code == 200, r.text
     assert engine.paths and set(engine.paths) == {"/score"}
+
+
+def test_raw_scores_are_the_same_logits_through_classify(client: TestClient, engine: Engine) -> None:
+    data = _rerank(client, raw_scores=True)
+    assert engine.paths == ["/classify"]
+    for r in data["results"]:
+        assert r["relevance_score"] == pytest.approx(sigmoid(r["raw_score"]))
 
 
 def test_pretokenize_off_sends_texts(tok: CharTokenizer, engine: Engine) -> None:
@@ -189,5 +197,5 @@ def test_metrics_count_engine_calls_by_endpoint(client: TestClient) -> None:
 
     before = count("classify"), count("score")
     _rerank(client)
-    _rerank(client, raw_scores=True)
+    _rerank(client, documents=["a" * 40, "b"], max_tokens_per_doc=8)
     assert (count("classify"), count("score")) == (before[0] + 1, before[1] + 1)
