@@ -7,11 +7,14 @@ Never use it to prove features work: its scores are constants. It accepts vLLM's
   --fail-start          print vLLM's port-in-use error and exit 1
   --never-ready         never open the port
   --start-delay S       open the port after S seconds
+  --start-gate FILE     open the port only once FILE exists (the test decides when the engine is
+                        ready: no race with a delay)
   --crash-after N       exit (os._exit) while handling /score request number N+1
   --hang                /score never answers
   --status CODE         /score answers CODE with vLLM's error body
   --reset               /score closes the connection without answering
   --slow S              /score answers after S seconds
+  --score-gate FILE     /score answers only once FILE exists (requests stay in flight until then)
   --ignore-sigterm      ignore SIGTERM (the supervisor must SIGKILL the group)
   --oom-above F         fail to start like a CUDA OOM when --gpu-memory-utilization > F
 """
@@ -29,6 +32,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def wait_for_file(path: str | None) -> None:
+    """Block until `path` exists (no-op without one)."""
+    while path is not None and not os.path.exists(path):
+        time.sleep(0.05)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", default="fake")
@@ -38,11 +47,13 @@ def main() -> None:
     p.add_argument("--fail-start", action="store_true")
     p.add_argument("--never-ready", action="store_true")
     p.add_argument("--start-delay", type=float, default=0.0)
+    p.add_argument("--start-gate", default=None)
     p.add_argument("--crash-after", type=int, default=-1)
     p.add_argument("--hang", action="store_true")
     p.add_argument("--status", type=int, default=200)
     p.add_argument("--reset", action="store_true")
     p.add_argument("--slow", type=float, default=0.0)
+    p.add_argument("--score-gate", default=None)
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--oom-above", type=float, default=None)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.92)
@@ -61,6 +72,7 @@ def main() -> None:
         while True:
             time.sleep(3600)
     time.sleep(args.start_delay)
+    wait_for_file(args.start_gate)
     count = {"score": 0}
     lock = threading.Lock()
 
@@ -108,6 +120,7 @@ def main() -> None:
                 self.close_connection = True
                 return
             time.sleep(args.slow)
+            wait_for_file(args.score_gate)
             if args.status != 200:
                 self._send(args.status, {"error": {"message": f"fake error {args.status}", "type": "Fake",
                                                    "param": None, "code": args.status}})

@@ -3,13 +3,13 @@ gateway in front of the shared service's engine via --engine-url; no extra engin
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.support.service import ServiceProcess
+from tests.support.wait import wait_until
 
 CASES = [
     ("/v1/rerank", {"query": "q", "documents": ["a", "b"]}, "cohere"),
@@ -67,13 +67,8 @@ def test_key_file_rotation_without_restart(guarded: ServiceProcess, keyfile) -> 
     url = f"{guarded.url}/v1/rerank"
     body = {"query": "q", "documents": ["a"]}
     keyfile.write_text("file-key-2\n")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if httpx.post(url, json=body, headers={"Authorization": "Bearer file-key-2"}, timeout=30).status_code == 200:
-            break
-        time.sleep(0.3)
-    else:
-        pytest.fail("the new key was never accepted")
+    wait_until(lambda: httpx.post(url, json=body, headers={"Authorization": "Bearer file-key-2"},
+                                  timeout=30).status_code == 200, 10, 0.3, message="the new key was never accepted")
     assert httpx.post(url, json=body, headers={"Authorization": "Bearer file-key-1"}).status_code == 401
 
 

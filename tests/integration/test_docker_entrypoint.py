@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from tests.support.service import ROOT, engine_pids, free_port
+from tests.support.wait import wait_gone, wait_until
 from tests.unit.test_dockerfile import parse_dockerfile
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(420)]
@@ -92,19 +93,13 @@ def test_dockerfile_entrypoint_starts_serves_and_stops_cleanly(tmp_path: Path) -
                                 start_new_session=True)
     ours: set[int] = set()
     try:
-        deadline = time.monotonic() + 300
-        status = None
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             assert proc.poll() is None, f"exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
-            ours |= descendants(proc.pid) & engine_pids()
-            try:
-                status = httpx.get(f"{url}/health", timeout=5).status_code
-            except httpx.HTTPError:
-                status = None
-            if status == 200:
-                break
-            time.sleep(1)
-        assert status == 200, f"not ready:\n{log_path.read_text()[-4000:]}"
+            ours.update(descendants(proc.pid) & engine_pids())
+            return httpx.get(f"{url}/health", timeout=5).status_code == 200
+
+        wait_until(ready, 300, 1, ignore=(httpx.HTTPError,),
+                   message=lambda: f"not ready:\n{log_path.read_text()[-4000:]}")
         health = httpx.get(f"{url}/health", timeout=5).json()
         assert health["workers"] == 2 and health["max_num_seqs"] == 1024 and health["max_workers"] == 8
 
@@ -123,8 +118,8 @@ def test_dockerfile_entrypoint_starts_serves_and_stops_cleanly(tmp_path: Path) -
         rc = proc.wait(60)
         took = time.monotonic() - t0
         assert rc == 0, f"exit code {rc}:\n{log_path.read_text()[-4000:]}"
-        left = {p for p in ours if alive(p)}
-        assert not left, f"engine processes left behind: {left}"
+        # SIGKILLed engine processes can take a moment to exit on a loaded machine; a leaked one never does.
+        wait_gone(lambda: {p for p in ours if alive(p)}, 30, what="engine process left behind")
         # Idle, the whole stop must fit Docker's default timeout, or `docker stop` would SIGKILL.
         assert took < DOCKER_STOP_TIMEOUT_S, f"idle stop took {took:.1f}s"
         print(f"idle SIGTERM -> exit took {took:.1f}s; engine pids {sorted(ours)}")

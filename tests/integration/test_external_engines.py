@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 
 from tests.support.service import ServiceProcess, free_port
+from tests.support.wait import wait_until
 
 
 def _engine(model: str, port: int) -> subprocess.Popen[bytes]:
@@ -25,16 +25,11 @@ def _engine(model: str, port: int) -> subprocess.Popen[bytes]:
 
 
 def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         assert proc.poll() is None, "engine died during start"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(port)
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
+
+    wait_until(ready, timeout, 0.5, ignore=(httpx.HTTPError,), message=f"engine on port {port} not ready")
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -59,18 +54,28 @@ def test_kill_one_external_engine_mid_traffic(bundled_model_path: str) -> None:
             body = {"query": "cats", "documents": ["a cat sat", "stocks fell", "dogs bark"]}
             statuses: list[int] = []
             stop = threading.Event()
+            dead = f"http://127.0.0.1:{ports[0]}"
 
             def client() -> None:
                 with httpx.Client(timeout=60) as c:
                     while not stop.is_set():
-                        statuses.append(c.post(f"{svc.url}/v1/rerank", json=body).status_code)
+                        try:
+                            statuses.append(c.post(f"{svc.url}/v1/rerank", json=body).status_code)
+                        except httpx.HTTPError:
+                            statuses.append(-1)  # no answer at all: fails the test below
+
+            def skipped() -> bool:  # the dead engine is marked, and traffic went on after the kill
+                states = {e["url"]: e["state"] for e in svc.health()[1]["engines"]}
+                return states[dead] == "unreachable" and len(statuses) >= at_kill + 100
 
             threads = [threading.Thread(target=client) for _ in range(8)]
             for t in threads:
                 t.start()
-            time.sleep(3)
+            wait_until(lambda: len(statuses) >= 40, 120, message="no traffic before the kill")
+            at_kill = len(statuses)
             _kill(engines[0])
-            time.sleep(6)
+            wait_until(skipped, 120, 0.2, message=lambda: f"{len(statuses) - at_kill} requests since the kill, "
+                       f"engines: {svc.health()[1]['engines']}")
             stop.set()
             for t in threads:
                 t.join(60)

@@ -9,12 +9,14 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
 from tests.support.service import ROOT, ServiceProcess, free_port
+from tests.support.wait import wait_gone, wait_until
 
 FAKE = str(ROOT / "tests" / "fakes" / "fake_vllm.py")
 BODY = {"query": "q", "documents": ["a", "b"]}
@@ -25,9 +27,31 @@ def fake(*flags: str) -> list[str]:
     return ["--engine-command", shlex.join([sys.executable, FAKE, *flags]), *FAST]
 
 
-def _leftovers(marker: str) -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])
-            and p.status() != psutil.STATUS_ZOMBIE]
+def _leftovers(marker: str) -> set[int]:
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if marker in " ".join(p.info["cmdline"] or []) and p.status() != psutil.STATUS_ZOMBIE:
+                found.add(p.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _health_is(svc: ServiceProcess, status: int, state: str) -> bool:
+    code, body = svc.health()
+    return code == status and body["status"] == state
 
 
 def post(svc: ServiceProcess, body: dict | None = None, path: str = "/v1/rerank") -> httpx.Response:  # type: ignore[type-arg]
@@ -44,29 +68,33 @@ def test_failed_start_exits_1_with_the_cause() -> None:
 def test_never_ready_times_out_and_reports_starting_meanwhile() -> None:
     svc = ServiceProcess([*fake("--never-ready"), "--ready-timeout", "6"], name="never-ready").start()
     try:
-        deadline = time.monotonic() + 30
-        seen_starting = False
-        while time.monotonic() < deadline and svc.proc.poll() is None:  # type: ignore[union-attr]
-            try:
-                status, body = svc.health()
-                if status == 503 and body["status"] == "starting":
-                    seen_starting = True
-                    r = post(svc)
-                    assert r.status_code == 503 and r.headers["Retry-After"]
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        assert seen_starting
+        wait_until(lambda: _health_is(svc, 503, "starting"), 30, ignore=(httpx.HTTPError,), message=svc.log_tail)
+        r = post(svc)
+        assert r.status_code == 503 and r.headers["Retry-After"]
         assert svc.wait_exit(30) == 1
         assert "engine failed to start (timeout)" in svc.log_tail()
     finally:
         svc.stop()
-    assert not _leftovers(FAKE + " --never-ready")
+    wait_gone(lambda: _leftovers(FAKE + " --never-ready"), what="fake engine")
 
 
-def test_slow_start_is_503_then_ready() -> None:
-    with ServiceProcess(fake("--start-delay", "2"), name="slow-start") as svc:
+def test_slow_start_is_503_then_ready(tmp_path: Path) -> None:
+    gate = tmp_path / "engine-ready"  # the fake engine opens its port only once this exists
+    svc = ServiceProcess([*fake("--start-gate", str(gate)), "--ready-timeout", "300"], name="slow-start").start()
+    try:
+        # The gateway is up, the engine is not: /health and the rerank route both say 503.
+        wait_until(lambda: _health_is(svc, 503, "starting"), 60, ignore=(httpx.HTTPError,), message=svc.log_tail)
+        r = post(svc)
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["message"]
+        assert _health_is(svc, 503, "starting"), "the engine cannot be ready before the gate opens"
+        gate.touch()
+        svc.wait_ready(60)
+        assert _health_is(svc, 200, "ready")
         assert post(svc).status_code == 200
+    finally:
+        svc.stop()
 
 
 def test_hanging_engine_gives_504_within_the_deadline() -> None:
@@ -95,17 +123,17 @@ def test_crashing_engine_is_restarted_and_too_many_crashes_mark_it_failed() -> N
                         name="crash") as svc:
         r = post(svc)  # kills the engine mid-request
         assert r.status_code in (503, 504), r.text
-        deadline = time.monotonic() + 40
-        restarts = 0
-        while time.monotonic() < deadline:
+
+        def failed() -> tuple[int, dict] | None:  # type: ignore[type-arg]
             status, body = svc.health()
-            restarts = body["engine"]["restarts"]
             if body["status"] == "failed":
-                break
+                return status, body
             if status == 200:
                 post(svc)  # crash it again
-            time.sleep(0.2)
-        assert body["status"] == "failed" and status == 503 and restarts >= 2
+            return None
+
+        status, body = wait_until(failed, 40, 0.2, message=svc.log_tail)
+        assert status == 503 and body["engine"]["restarts"] >= 2
         r = post(svc)
         assert r.status_code == 503 and "failed" in r.json()["message"]
 
@@ -117,19 +145,23 @@ def test_engine_ignoring_sigterm_is_killed_and_nothing_is_left() -> None:
     t0 = time.monotonic()
     assert svc.stop(grace=30) == 0
     assert time.monotonic() - t0 < 2 + 10
-    alive = [p for p in tree if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert not alive
+    wait_gone(lambda: _alive(tree), what="engine process")
 
 
-def test_overload_answers_429_at_once_with_retry_after() -> None:
-    with ServiceProcess([*fake("--slow", "2"), "--max-inflight-pairs", "3"], name="overload") as svc:
+def test_overload_answers_429_at_once_with_retry_after(tmp_path: Path) -> None:
+    gate = tmp_path / "answer"  # the fake holds every /score request until this exists
+    args = [*fake("--score-gate", str(gate)), "--max-inflight-pairs", "3", "--request-timeout", "60"]
+    with ServiceProcess(args, name="overload") as svc:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             first = pool.submit(post, svc, {"query": "q", "documents": ["a", "b", "c"]})
-            time.sleep(0.5)
+            wait_until(lambda: svc.health()[1]["inflight_pairs"] == 3, 30, 0.05, message="the first request "
+                       "never took the 3 pairs")  # one worker: its inflight is the service's
             t0 = time.monotonic()
             r = post(svc)
             assert r.status_code == 429 and time.monotonic() - t0 < 1.0
             assert int(r.headers["Retry-After"]) >= 1
+            assert not first.done()
+            gate.touch()
             assert first.result().status_code == 200
 
 
@@ -137,15 +169,14 @@ def test_client_disconnect_cancels_engine_work() -> None:
     with ServiceProcess(fake("--slow", "5"), name="disconnect") as svc:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{svc.url}/v1/rerank", json=BODY, timeout=0.5)
-        deadline = time.monotonic() + 10  # well before the fake's 5 s answer would have come
-        while True:
+        t0 = time.monotonic()
+
+        def cancelled() -> bool:
             metrics = httpx.get(f"{svc.url}/metrics").text
-            done = "vllm_rerank_client_disconnects_total 1.0" in metrics and "vllm_rerank_inflight_pairs 0.0" in metrics
-            if done or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert "vllm_rerank_client_disconnects_total 1.0" in metrics
-        assert "vllm_rerank_inflight_pairs 0.0" in metrics
+            return "vllm_rerank_client_disconnects_total 1.0" in metrics and "vllm_rerank_inflight_pairs 0.0" in metrics
+
+        wait_until(cancelled, 10, message="the disconnect was never counted, or its pairs stay in flight")
+        assert time.monotonic() - t0 < 4, "not cancelled: the fake's 5 s answer came first"
 
 
 def test_out_of_memory_start_is_retried_once_with_less_gpu_memory() -> None:

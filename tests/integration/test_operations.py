@@ -6,13 +6,13 @@ request."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from tests.support.service import ServiceProcess
+from tests.support.wait import wait_until
 
 BODY = {"model": "m", "query": "what do cats eat", "documents": ["cats eat fish and mice", "stocks fell today",
                                                                  "cats eat fish and mice", "a bowl of dry food"]}
@@ -46,16 +46,16 @@ def test_metrics_aggregate_workers_and_include_engine_metrics(cached: ServicePro
     for _ in range(n):
         httpx.post(f"{cached.url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60)
     httpx.post(f"{cached.url}/v1/rerank", json={"query": "", "documents": ["a"]})
-    deadline = time.monotonic() + 10  # counters are updated once each response has gone out
-    while True:
+    ok_re = r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="200"\} (\S+)'
+    bad_re = r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="400"\} 1\.0'
+
+    def counted() -> str | None:  # counters are updated once each response has gone out
         text = httpx.get(f"{cached.url}/metrics").text
-        done = re.search(r'route="/v1/rerank",status="400"\} 1\.0', text)
-        if done or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    ok = re.search(r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="200"\} (\S+)', text)
-    assert ok and float(ok.group(1)) >= n  # counted by whichever of the 2 workers served each one
-    assert re.search(r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="400"\} 1\.0', text)
+        ok = re.search(ok_re, text)
+        return text if ok and float(ok.group(1)) >= n and re.search(bad_re, text) else None
+
+    # the n 200s (counted by whichever of the 2 workers served each one) and the one 400
+    text = wait_until(counted, 10, message=f"the {n} x 200 and 1 x 400 were never all counted")
     for name in ("vllm_rerank_request_duration_seconds_bucket", "vllm_rerank_documents_per_request_count",
                  "vllm_rerank_tokens_per_request_count", "vllm_rerank_inflight_requests",
                  "vllm_rerank_inflight_pairs", 'vllm_rerank_engine_state{engine="external0",state="ready"} 1.0',
@@ -71,14 +71,13 @@ def test_one_structured_log_line_per_request(cached: ServiceProcess) -> None:
     bad = httpx.post(f"{cached.url}/v2/rerank", json={"query": "q", "documents": []},
                      headers={"x-request-id": "req-log-test-2"})
     assert bad.json()["id"] == "req-log-test-2"
-    # The line is written once the response has gone out: give the worker a moment.
-    deadline = time.monotonic() + 10
-    while True:
+    # The line is written once the response has gone out: wait for both.
+    def logged() -> list[str]:
         log = cached.log_tail(5000)
-        lines = [line for line in log.splitlines() if "request_completed" in line and "req-log-test-" in line]
-        if len(lines) >= 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return [line for line in log.splitlines() if "request_completed" in line and "req-log-test-" in line]
+
+    wait_until(lambda: len(logged()) >= 2, 10, message=lambda: f"request lines: {logged()}")
+    lines = logged()
     assert len(lines) == 2, lines
     assert re.search(r"request_id=req-log-test-1 .*dialect=cohere documents=3 tokens=\d+ status=200 latency_ms=",
                      lines[0])

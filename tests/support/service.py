@@ -12,12 +12,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,18 +74,17 @@ class ServiceProcess:
         return r.status_code, r.json()
 
     def wait_ready(self, timeout: float | None = None) -> "ServiceProcess":
-        deadline = time.monotonic() + (timeout or self.ready_timeout)
-        assert self.proc is not None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if self.health()[0] == 200:
-                    return self
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"service not ready after {timeout or self.ready_timeout}s:\n{self.log_tail()}")
+        proc = self.proc
+        assert proc is not None
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode}:\n{self.log_tail()}")
+            return self.health()[0] == 200
+
+        wait_until(ready, timeout or self.ready_timeout, 0.5, ignore=(httpx.HTTPError, ValueError),
+                   message=lambda: f"service not ready:\n{self.log_tail()}")
+        return self
 
     def wait_exit(self, timeout: float) -> int | None:
         assert self.proc is not None
