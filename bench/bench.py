@@ -357,17 +357,13 @@ class Stack:
         port = free_port()
         flags = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
                  *self.args.service_arg, *(extra or [])]
-        if "--engine-url" in self.help:
-            argv = [sys.executable, str(ROOT / "start_service.py"), "--engine-url", self.engine_url, *flags]
-            how = "start_service.py --engine-url"
-        else:
-            argv = [sys.executable, str(HERE / "gateway_launcher.py"), "--engine-url", self.engine_url, *flags]
-            how = "bench/gateway_launcher.py (start_service.py has no --engine-url yet)"
+        argv = [sys.executable, str(ROOT / "start_service.py"), "--engine-url", self.engine_url, *flags]
         p = self.start(name, argv)
         url = f"http://127.0.0.1:{port}"
         p.wait_http(f"{url}/health", 120)
         self.warm(f"{url}{self.args.gateway_path}")
-        self.notes.append(f"{name}: {how}, workers={workers}{' ' + ' '.join(extra) if extra else ''}")
+        shown = f" {' '.join(extra)}" if extra else ""
+        self.notes.append(f"{name}: start_service.py --engine-url, workers={workers}{shown}")
         self.variants[name] = Variant(name, f"{url}{self.args.gateway_path}", "rerank", "bench",
                                       cpu_pids=self._cpu_fn(p.pid, exclude_engine=True), baseline="direct",
                                       workers=workers)
