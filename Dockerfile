@@ -18,7 +18,7 @@
 # it ships a tested vLLM/torch/CUDA/FlashInfer combination (flashinfer is missing from the PyPI
 # wheel's dependencies, see engine/config.py), NCCL for --tensor-parallel-size, and Python 3.12
 # with pip, so our layer is only our code and a few pure-Python dependencies. Pinned to the vLLM
-# version measured on an H100 (/work/shared/gpu/RESULTS.md); bump with --build-arg VLLM_IMAGE=...
+# version measured on an H100 (docs/gpu-performance.md); bump with --build-arg VLLM_IMAGE=...
 # Every package already in the base is passed to pip as a constraint, so `.[gpu]` can never
 # replace the base's vLLM or torch.
 
@@ -111,11 +111,12 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
 
 # Shutdown: `docker stop` sends STOPSIGNAL to tini, which forwards it to start_service.py only
 # (not `tini -g`: uvicorn's workers would get a second SIGTERM and skip the drain). The service
-# lets uvicorn drain for up to RERANK_STOP_GRACE s (default 15), then SIGTERMs the engine's
-# process group and SIGKILLs it after another RERANK_STOP_GRACE s. An idle service stops in a
-# few seconds, inside Docker's default 10 s; for a full drain under load give Docker more time
-# than both graces: `docker stop -t 40` / `docker run --stop-timeout 40`. If Docker's timeout
-# hits first it SIGKILLs PID 1 and the kernel kills everything in the container, engine included.
+# lets uvicorn drain the requests in flight for up to RERANK_REQUEST_TIMEOUT + 5 s (125 s by
+# default), then SIGTERMs the engine's process group and SIGKILLs it after RERANK_STOP_GRACE s
+# (default 15). An idle service stops in a few seconds, inside Docker's default 10 s; for a full
+# drain under load give Docker more than drain + grace (140 s by default):
+# `docker stop -t 150` / `docker run --stop-timeout 150`. If Docker's timeout hits first it
+# SIGKILLs PID 1 and the kernel kills everything in the container, engine included.
 STOPSIGNAL SIGTERM
 USER 10001:0
 ENTRYPOINT ["/usr/bin/tini", "--", "python3", "/app/start_service.py"]
