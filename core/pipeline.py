@@ -21,6 +21,7 @@ from core.plan import ScoringPlan, fits_without_tokenizer, plan_request, unchang
 from core.ports import EngineDirectory, EngineDoor, TokenizerSource
 from core.ranking import rank, relevances
 from core.scoring import ScoreJob, Scorer
+from engine.errors import EngineUnavailableError
 from engine.snapshot import EngineSnapshot
 from engine.tokenizer import ModelTokenizer
 
@@ -107,6 +108,41 @@ class RerankPipeline:
             return None
         return await self.tokenizer(engine)
 
+    async def _ids_only_job(self, q: RerankQuery, engine: EngineSnapshot) -> tuple[ScoringPlan, ScoreJob]:
+        """A format whose official prompt only token ids reproduce (engine.prompts): the gateway builds
+        them, with the official truncation, whatever --pretokenize says; a caller's max_tokens_per_doc
+        cuts each document's own tokens first.
+
+        Raises: CompatError (400) for chunking, which these formats' official code has no notion of;
+        EngineUnavailableError when the model's tokenizer cannot be loaded."""
+        fmt = engine.model_format
+        if q.max_chunks_per_doc and q.max_chunks_per_doc > 1:
+            raise CompatError(
+                f"invalid request: max_chunks_per_doc is not supported for {fmt.name} models",
+                param="max_chunks_per_doc",
+            )
+        tok = await self.tokenizer(engine)
+        if tok is None:
+            raise EngineUnavailableError(f"the tokenizer of {engine.model} is not available", retry_after=30)
+        texts = q.texts
+        if q.max_tokens_per_doc is not None:
+            limit = q.max_tokens_per_doc
+
+            def cut() -> tuple[str, ...]:
+                return tuple(tok.truncate(t, limit) if len(t.encode()) > limit else t for t in texts)
+
+            texts = await anyio.to_thread.run_sync(cut)
+        plan = ScoringPlan(q.query, texts, tuple(range(len(texts))), None, ())
+        job = ScoreJob(
+            query=q.query,
+            instruction=q.instruction,
+            prompt_tokenizer=tok,
+            prompt=engine.prompt_format or fmt.prompt or "",
+            window=engine.max_model_len,
+            refuse_cut=not q.truncate,
+        )
+        return plan, job
+
     async def _plan(self, q: RerankQuery, engine: EngineSnapshot) -> ScoringPlan:
         window = engine.window
         if fits_without_tokenizer(q, window):
@@ -130,14 +166,17 @@ class RerankPipeline:
         observer.documents(len(q.texts))
         deadline = time.monotonic() + self.policy.request_timeout
         engine = self.engines.pick()
-        plan = await self._plan(q, engine)
-        job = ScoreJob(
-            query=plan.query,
-            instruction=q.instruction,
-            max_tokens_per_doc=plan.engine_max_tokens,
-            truncate_to=plan.engine_truncate,
-            prompt_tokenizer=await self._prompt_tokenizer(q, engine, plan),
-        )
+        if engine.model_format.ids_only:
+            plan, job = await self._ids_only_job(q, engine)
+        else:
+            plan = await self._plan(q, engine)
+            job = ScoreJob(
+                query=plan.query,
+                instruction=q.instruction,
+                max_tokens_per_doc=plan.engine_max_tokens,
+                truncate_to=plan.engine_truncate,
+                prompt_tokenizer=await self._prompt_tokenizer(q, engine, plan),
+            )
         with self.admission.admit(len(plan.texts)):
             chunk_scores, tokens = await self.scorer.score(
                 job, plan.texts, model=self.served_name, deadline=deadline, observer=observer
@@ -150,7 +189,7 @@ class RerankPipeline:
             for owner, score in zip(plan.owners, chunk_scores, strict=True):
                 raw_scores[owner] = max(raw_scores[owner], score)
         kind = engine.score_kind
-        rel = relevances(kind, raw_scores)
+        rel = relevances(kind, raw_scores, offset=engine.logit_offset)
         items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)
         return RerankOutcome(
             items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id, warnings=plan.warnings

@@ -17,16 +17,19 @@ def sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def relevances(score_kind: str, values: Sequence[float]) -> list[float]:
+def relevances(score_kind: str, values: Sequence[float], *, offset: float = 0.0) -> list[float]:
     """Map engine scores into [0, 1], monotonically (the per-request hot path: no call per score).
 
     cosine (bi-encoders): (cos + 1) / 2.  logit (every classifier format: cross-encoders and LLM
-    rerankers, whose engine is asked for the raw logit): sigmoid(logit).
+    rerankers, whose engine is asked for the raw logit): sigmoid(logit - offset), where offset is a
+    format's own normalisation (0 for all but mxbai-rerank).
 
     Raises: ValueError for an unknown score kind."""
     if score_kind == "cosine":
         return [min(1.0, max(0.0, (v + 1.0) * 0.5)) for v in values]
     if score_kind == "logit":
+        if offset:
+            return [sigmoid(v - offset) for v in values]
         return [sigmoid(v) for v in values]
     raise ValueError(f"unknown score kind {score_kind!r}")
 

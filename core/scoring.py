@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 
+from compat.errors import CompatError
 from core.cache import ScoreCache
 from core.observer import RequestObserver
 from core.ports import EngineDoor
@@ -22,13 +23,18 @@ __all__ = ["ScoreJob", "Scorer"]
 @dataclass(frozen=True)
 class ScoreJob:
     """How one request's texts are scored. With `prompt_tokenizer` the prompts go to the engine as
-    token ids (vLLM /classify; same scores, so the cache does not tell the two paths apart)."""
+    token ids (vLLM /classify) of the `prompt` format, built within `window` tokens; `refuse_cut`:
+    a prompt the format's official budgets would cut is an error (truncation off). Both paths give
+    the same scores, so the cache does not tell them apart."""
 
     query: str
     instruction: str | None
     max_tokens_per_doc: int | None = None
     truncate_to: int | None = None
     prompt_tokenizer: ModelTokenizer | None = None
+    prompt: str = "qwen3-reranker"
+    window: int | None = None
+    refuse_cut: bool = False
 
     def cache_key(self, model: str) -> tuple[Hashable, ...]:
         return (model, self.query, self.max_tokens_per_doc, self.truncate_to, self.instruction)
@@ -81,7 +87,18 @@ class Scorer:
         if tok is not None:
             # Off the event loop: tokenising a 1000-document request would stall every other request.
             def encode() -> list[list[int]]:
-                return tok.encode_prompts(job.query, documents, instruction=job.instruction)
+                built = tok.build_prompts(
+                    job.query, documents, instruction=job.instruction, prompt=job.prompt, window=job.window
+                )
+                if job.refuse_cut and any(p.truncated for p in built):
+                    i = next(i for i, p in enumerate(built) if p.truncated)
+                    raise CompatError(
+                        f"Input validation error: the query or document {i} is longer than the model's "
+                        f"{job.prompt} budget allows",
+                        param="documents",
+                        status=413,
+                    )
+                return [p.ids for p in built]
 
             prompts = await anyio.to_thread.run_sync(encode)
             observer.engine_call("classify")

@@ -11,7 +11,8 @@ from engine.errors import (
     EngineTimeoutError,
     EngineUnavailableError,
 )
-from engine.families import FAMILIES, QWEN3_PRESETS, QWEN3_RERANKER_OVERRIDES, ModelFamily, detect_family
+from engine.families import FAMILIES, QWEN3_PRESETS, ModelFamily
+from engine.formats import FORMATS, FormatRefusal, ModelFormat, ModelInfo, detect_format
 from engine.registry import EngineRegistry
 from engine.snapshot import EngineArgs, EngineHandle, EngineSnapshot, EngineState, ModelWindow, publish_state
 from engine.supervisor import EngineSupervisor, RestartPolicy
@@ -19,7 +20,11 @@ from engine.supervisor import EngineSupervisor, RestartPolicy
 __all__ = [
     "FAMILIES",
     "QWEN3_PRESETS",
-    "QWEN3_RERANKER_OVERRIDES",
+    "FORMATS",
+    "FormatRefusal",
+    "ModelFormat",
+    "ModelInfo",
+    "detect_format",
     "EngineArgs",
     "EngineClient",
     "EngineConfig",
@@ -41,7 +46,6 @@ __all__ = [
     "RestartPolicy",
     "ScoreBatch",
     "detect_device",
-    "detect_family",
     "detect_launch_mode",
     "publish_state",
 ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from engine.families import ModelFamily
+from engine.formats import ModelFormat
 from engine.snapshot import EngineArgs
 
 __all__ = ["QWEN3_TEMPLATE", "TEMPLATE_DIR", "EngineConfig", "LaunchMode", "detect_device", "detect_launch_mode"]
@@ -23,7 +24,8 @@ __all__ = ["QWEN3_TEMPLATE", "TEMPLATE_DIR", "EngineConfig", "LaunchMode", "dete
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 QWEN3_TEMPLATE = TEMPLATE_DIR / "qwen3_reranker.jinja"
 # Pass-through flags that change the prompt's text or its tokens behind the template's back.
-_PROMPT_FLAGS = ("--chat-template", "--tokenizer", "--tokenizer-mode", "--tokenizer-revision", "--revision")
+_TOKENIZER_FLAGS = ("--tokenizer", "--tokenizer-mode", "--tokenizer-revision", "--revision")
+_PROMPT_FLAGS = ("--chat-template", *_TOKENIZER_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class EngineConfig:
     enforce_eager: bool = False
     hf_overrides: dict[str, object] | None = None
     chat_template: str | None = None
+    format: ModelFormat | None = None  # None: the family's generic format (tests, external engines)
+    logit_offset: float = 0.0  # relevance = sigmoid(raw - logit_offset) (mxbai's normalisation)
     extra_args: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
     name: str = "engine0"
@@ -93,14 +97,25 @@ class EngineConfig:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def format_name(self) -> str:
+        if self.format is not None:
+            return self.format.name
+        return {"bi-encoder": "bi-encoder", "cross-encoder": "cross-encoder"}.get(self.family.name, "qwen3-reranker")
+
+    @property
     def prompt_format(self) -> str | None:
-        """Which prompt the engine builds for a pair: `qwen3-reranker` when it renders our built-in
-        template with the model's own tokenizer, so a caller may render and tokenise the prompts
-        itself (`engine.tokenizer.qwen3_prompt`); None otherwise, or when a pass-through flag
-        overrides the template or the tokenizer."""
+        """The prompt a caller may build and tokenise itself for this engine (engine.prompts), or None.
+
+        A format whose official prompt is tokenised in segments (`ids_only`) always has one, unless a
+        pass-through flag changes the tokenizer. Otherwise the engine must render our own template
+        of that prompt with the model's own tokenizer (`qwen3-reranker`): a template or tokenizer
+        of the user's (pass-through flags) means None."""
+        fmt = self.format
+        if fmt is not None and fmt.ids_only:
+            return None if any(self._given(f) for f in _TOKENIZER_FLAGS) else fmt.prompt
         if self.chat_template != str(QWEN3_TEMPLATE) or any(self._given(f) for f in _PROMPT_FLAGS):
             return None
-        return "qwen3-reranker"
+        return fmt.prompt if fmt is not None else "qwen3-reranker"
 
     def effective_args(self) -> EngineArgs:
         """The values the engine will run with: a pass-through flag wins over the service's own

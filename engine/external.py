@@ -15,7 +15,8 @@ from collections.abc import Callable
 import httpx
 
 from engine.errors import EngineStartError
-from engine.families import FAMILIES, ModelFamily, detect_family
+from engine.families import FAMILIES, ModelFamily
+from engine.formats import FORMATS, FormatRefusal, ModelFormat, detect_format
 from engine.snapshot import EngineArgs, EngineSnapshot, EngineState
 
 __all__ = ["ExternalEngine"]
@@ -37,7 +38,8 @@ class ExternalEngine:
         self.url = url.rstrip("/")
         self.name = name
         self._family_override = family
-        self.family: ModelFamily = family or FAMILIES["bi-encoder"]
+        self.format: ModelFormat = _generic(family or FAMILIES["bi-encoder"])
+        self.logit_offset = 0.0
         self.served_model_name = served_model_name or ""
         self.model = ""
         self.max_model_len: int | None = None
@@ -73,8 +75,12 @@ class ExternalEngine:
             state=self.state,
             model=self.model,
             served_model_name=self.served_model_name,
-            family=self.family,
-            prompt_format=None,  # its template is unknown: prompts are always sent as text
+            family=self.format.family,
+            format=self.format.name,
+            # Its template is unknown, so prompts go as text, except for a format whose official prompt
+            # only token ids reproduce (those ids do not depend on the engine's template).
+            prompt_format=self.format.prompt if self.format.ids_only else None,
+            logit_offset=self.logit_offset,
             args=EngineArgs(max_model_len=self.max_model_len),
             restarts=self.restarts,
             last_error=self.last_error,
@@ -90,7 +96,11 @@ class ExternalEngine:
         if first.get("max_model_len"):
             self.max_model_len = int(first["max_model_len"])
         if self._family_override is None:
-            self.family = detect_family(self.model)[0]
+            try:
+                info = detect_format(self.model)
+                self.format, self.logit_offset = info.format, info.logit_offset
+            except FormatRefusal as exc:
+                log.warning("engine_format name=%s %s; scoring it as a %s", self.name, exc, self.format.name)
 
     def _set(self, state: EngineState, error: str | None = None) -> None:
         if state != self.state:
@@ -118,3 +128,8 @@ class ExternalEngine:
                     never_seen = self.state is EngineState.STARTING
                     self._set(EngineState.STARTING if never_seen else EngineState.UNREACHABLE, type(exc).__name__)
                 self._stop.wait(self.interval_s)
+
+
+def _generic(family: ModelFamily) -> ModelFormat:
+    """The format that stands for a whole family when only the family is known (--model-family)."""
+    return FORMATS[{"bi-encoder": "bi-encoder", "cross-encoder": "cross-encoder"}.get(family.name, "qwen3-reranker")]

@@ -44,14 +44,25 @@ _FAILURES: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+# Lines that mention an error without saying what it is: pydantic's help link, traceback frames.
+_NOISE = re.compile(r"For further information visit|errors\.pydantic\.dev|^\s*File \"|^\s*Traceback|^\s*\^+\s*$")
+# pydantic's own line for a failed check of vLLM's config: "  Value error, <what> [type=value_error, ...]".
+_PYDANTIC_VALUE = re.compile(r"(?:Value|Assertion) error, (.+?)(?: \[type=[^\]]*\])?\s*$")
+
+
 def classify_failure(lines: list[str]) -> tuple[str, str]:
-    """(cause, one-line explanation) from the tail of a failed engine's log."""
+    """(cause, one-line explanation) from the tail of a failed engine's log: the line that says what
+    went wrong, not a help link or the last frame of a traceback."""
     for cause, pattern in _FAILURES:
         for line in reversed(lines):
             if pattern.search(line):
                 return cause, line.strip()[:400]
     for line in reversed(lines):
-        if re.search(r"Error|error", line):
+        m = _PYDANTIC_VALUE.search(line)
+        if m:
+            return "bad_config", m.group(1).strip()[:400]
+    for line in reversed(lines):
+        if re.search(r"Error|error", line) and not _NOISE.search(line):
             return "engine_error", line.strip()[:400]
     return "exited", (lines[-1].strip()[:400] if lines else "no output")
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.errors import EngineStartError
 from engine.families import FAMILIES, ModelFamily
+from engine.formats import FORMATS, ModelFormat
 
 __all__ = ["EngineArgs", "EngineHandle", "EngineSnapshot", "EngineState", "ModelWindow", "StateFile", "publish_state"]
 
@@ -68,7 +69,9 @@ class EngineSnapshot(_Frozen):
     model: str
     served_model_name: str
     family: ModelFamily
+    format: str
     prompt_format: str | None
+    logit_offset: float
     args: EngineArgs
     pid: int | None = None
     restarts: int = Field(default=0, ge=0)
@@ -79,7 +82,14 @@ class EngineSnapshot(_Frozen):
     def _known_family(self) -> EngineSnapshot:
         if FAMILIES.get(self.family.name) != self.family:
             raise ValueError(f"unknown model family {self.family!r}")
+        fmt = FORMATS.get(self.format)
+        if fmt is None or fmt.family != self.family:
+            raise ValueError(f"format {self.format!r} is not a known format of the {self.family.name} family")
         return self
+
+    @property
+    def model_format(self) -> ModelFormat:
+        return FORMATS[self.format]
 
     @property
     def ready(self) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.families import ModelFamily
+from engine.prompts import PROMPTS, BuiltPrompt
 
 __all__ = [
     "QWEN3_DEFAULT_INSTRUCTION",
@@ -79,18 +80,46 @@ class ModelTokenizer:
         return text
 
     def encode_prompts(
-        self, query: str, documents: Sequence[str], *, instruction: str | None = None
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        prompt: str = "qwen3-reranker",
+        window: int | None = None,
     ) -> list[list[int]]:
-        """Token ids of each (query, document) prompt exactly as vLLM's /score builds them for an LLM
-        reranker served with our template: the whole rendered prompt tokenised as one string, with the
-        tokenizer's default special tokens (vLLM calls `tokenizer(prompt)` after rendering).
+        """Token ids of each (query, document) prompt of the given format.
 
-        Raises: ValueError for a family that has no such prompt (only llm-reranker has).
+        qwen3-reranker: exactly as vLLM's /score builds them for an LLM reranker served with our
+        template: the whole rendered prompt tokenised as one string, with the tokenizer's default
+        special tokens (vLLM calls `tokenizer(prompt)` after rendering). Others: the official
+        implementation's segment-wise ids (engine.prompts), cut to its own budgets within `window`.
+
+        Raises: ValueError for a family or prompt that has no such builder.
         """
+        return [
+            p.ids for p in self.build_prompts(query, documents, instruction=instruction, prompt=prompt, window=window)
+        ]
+
+    def build_prompts(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        instruction: str | None = None,
+        prompt: str = "qwen3-reranker",
+        window: int | None = None,
+    ) -> list[BuiltPrompt]:
+        """As `encode_prompts`, with whether the official budgets cut each prompt."""
         if self.family.name != "llm-reranker":
             raise ValueError(f"no prompt format for the {self.family.name} family")
-        prompts = [qwen3_prompt(query, d, instruction) for d in documents]
-        return [list(ids) for ids in self._tok(prompts)["input_ids"]]
+        if prompt == "qwen3-reranker":
+            texts = [qwen3_prompt(query, d, instruction) for d in documents]
+            return [BuiltPrompt(list(ids), False) for ids in self._tok(texts)["input_ids"]]
+        builder = PROMPTS.get(prompt)
+        if builder is None:
+            raise ValueError(f"no prompt builder {prompt!r}")
+        return builder.build(self._tok, query, documents, instruction=instruction, window=window)
 
     def decode(self, ids: list[int]) -> str:
         return str(self._tok.decode(ids))

@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine import QWEN3_PRESETS, detect_device
+from engine.formats import FORMATS, hub_id_of
 
 __all__ = ["SETTINGS_ENV", "Settings", "SettingsError", "bundled_model_path", "env_names", "flag_of"]
 
@@ -57,6 +58,9 @@ Strs = Annotated[tuple[str, ...], NoDecode]  # from env: a comma-separated list 
 Level = Literal["debug", "info", "warning", "error", "critical"]
 Family = Literal["bi-encoder", "cross-encoder", "llm-reranker"]
 Size = Literal["0.6B", "4B", "8B"]
+FormatName = Literal[
+    "bi-encoder", "cross-encoder", "qwen3-reranker", "qwen3-reranker-seq-cls", "bge-reranker-gemma", "mxbai-rerank-v2"
+]
 
 
 class Settings(BaseSettings):
@@ -92,7 +96,15 @@ class Settings(BaseSettings):
         None, "RERANK_SERVED_MODEL_NAME", "Name the model is served and reported under."
     )
     model_family: Family | None = opt(
-        None, "RERANK_MODEL_FAMILY", "Override family detection: bi-encoder, cross-encoder or llm-reranker."
+        None,
+        "RERANK_MODEL_FAMILY",
+        "Override family detection: bi-encoder, cross-encoder or llm-reranker (the family's generic format; "
+        "--model-format is more precise).",
+    )
+    model_format: FormatName | None = opt(
+        None,
+        "RERANK_MODEL_FORMAT",
+        "Override format detection (README: Supported rerankers): " + ", ".join(FORMATS) + ".",
     )
     max_model_len: int | None = opt(
         None, "RERANK_MAX_MODEL_LEN", "vLLM --max-model-len (query+document tokens per pair).", ge=1
@@ -278,7 +290,10 @@ class Settings(BaseSettings):
             return ""  # learnt from the external engine's /v1/models
         if not self.model and not self.model_size:
             return "all-MiniLM-L6-v2"
-        return Path(self.resolved_model.rstrip("/")).name or self.resolved_model
+        model = self.resolved_model
+        # A hub id (also as a Hugging Face cache snapshot path) is served under that id, as vLLM does;
+        # a plain local directory under its name.
+        return hub_id_of(model) or Path(model.rstrip("/")).name or model
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes`, validated again."""

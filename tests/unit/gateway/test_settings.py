@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import QWEN3_RERANKER_OVERRIDES, EngineConfig
+from engine import FORMATS, EngineConfig
 from gateway.cli import build_parser, parse_settings
 from gateway.settings import Settings, SettingsError
 from gateway.topology import engine_configs, plan_topology
@@ -96,7 +96,7 @@ def test_model_size_preset_maps_to_qwen3_reranker_with_overrides_and_template(si
     cfg = config(s)
     assert cfg.model == f"Qwen/Qwen3-Reranker-{size}"
     assert cfg.family.name == "llm-reranker"
-    assert cfg.hf_overrides == QWEN3_RERANKER_OVERRIDES
+    assert cfg.hf_overrides == FORMATS["qwen3-reranker"].hf_overrides
     argv = cfg.argv()
     assert "--hf-overrides" in argv and "--chat-template" in argv
     assert argv[argv.index("--chat-template") + 1].endswith("qwen3_reranker.jinja")
