@@ -73,9 +73,11 @@ def test_stop_kills_the_whole_group_even_if_sigterm_is_ignored(tmp_path) -> None
 def test_a_failed_config_check_shows_vllms_message_not_the_help_link() -> None:
     tail = [
         "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig",
-        "  Value error, User-specified max_model_len (8192) is greater than the derived max_model_len "
-        "(max_position_embeddings=2048 in model's config.json). [type=value_error, input_value=ArgsKwargs((), "
-        "{'model': '/m'}), input_type=ArgsKwargs]",
+        (
+            "  Value error, User-specified max_model_len (8192) is greater than the derived max_model_len "
+            "(max_position_embeddings=2048 in model's config.json). [type=value_error, input_value=ArgsKwargs((), "
+            "{'model': '/m'}), input_type=ArgsKwargs]"
+        ),
         "    For further information visit https://errors.pydantic.dev/2.14/v/value_error",
     ]
     cause, line = classify_failure(tail)
