@@ -145,6 +145,12 @@ class RerankPipeline:
 
     async def _plan(self, q: RerankQuery, engine: EngineSnapshot) -> ScoringPlan:
         window = engine.window
+        loaded = self.tokenizers.loaded(engine.model, engine.family) if engine.model else None
+        limit = loaded.model_max_length if loaded is not None else None
+        if window.family.name == "cross-encoder" and limit and window.max_model_len and limit < window.max_model_len:
+            # sentence-transformers cuts a pair to the tokenizer's limit; vLLM's window can be larger
+            # (XLM-R: 514 positions, 512 usable tokens).
+            window = window.model_copy(update={"max_model_len": limit})
         if fits_without_tokenizer(q, window):
             # Everything fits: the engine needs no truncation limit (vLLM rejects one >= max_model_len).
             return unchanged(q)

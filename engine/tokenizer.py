@@ -58,6 +58,12 @@ class ModelTokenizer:
         self._tok = tok
         self.family = family
 
+    @property
+    def model_max_length(self) -> int | None:
+        """The tokenizer's own limit (sentence-transformers truncates pairs to it), None when unset."""
+        value = getattr(self._tok, "model_max_length", None)
+        return int(value) if isinstance(value, int) and 0 < value < 10**7 else None
+
     def encode(self, text: str) -> list[int]:
         return list(self._tok.encode(text, add_special_tokens=False))
 
