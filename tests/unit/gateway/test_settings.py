@@ -276,3 +276,16 @@ def test_in_flight_default_follows_the_engines_actually_started(tmp_path) -> Non
     assert explicit.inflight_pairs_per_worker == 334  # the service's limit, split over the workers
     external = plan_topology(parse_settings(["--engine-url", "http://a", "--engine-url", "http://b"], {}))
     assert external.engines == () and external.inflight_pairs_per_worker == 32 * 256 * 2
+
+
+def test_served_name_is_the_hub_id_also_for_a_cache_snapshot_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    snap = tmp_path / "hub" / "models--BAAI--bge-reranker-v2-m3" / "snapshots" / ("c0" * 20)
+    snap.mkdir(parents=True)
+    assert parse_settings(["--model", str(snap)], {}).resolved_served_name == "BAAI/bge-reranker-v2-m3"
+    assert parse_settings(["--model", "BAAI/bge-reranker-v2-m3"], {}).resolved_served_name == "BAAI/bge-reranker-v2-m3"
+    assert parse_settings(["--model-size", "4B"], {}).resolved_served_name == "Qwen/Qwen3-Reranker-4B"
+    local = tmp_path / "my-reranker"
+    local.mkdir()
+    assert parse_settings(["--model", str(local)], {}).resolved_served_name == "my-reranker"
+    named = parse_settings(["--model", str(snap), "--served-model-name", "m"], {})
+    assert named.resolved_served_name == "m"
