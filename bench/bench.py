@@ -38,6 +38,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import platform
 import random
@@ -66,7 +67,7 @@ from loadgen import Target, run_closed_loop  # noqa: E402
 
 __all__ = ["main"]
 
-WORDS = (
+WORDS = (  # noqa: SIM905 - a readable word pool; the same list of words as a literal
     "the quick brown fox jumps over lazy dog river mountain capital city country history science gravity "
     "energy mass force planet star galaxy ocean water climate weather economy market price trade bank money "
     "music art painting museum library book author novel poem language word grammar school student teacher "
@@ -95,15 +96,22 @@ def loadavg() -> tuple[float, float, float]:
 class Proc:
     """A child process in its own session; stop() = SIGTERM, grace, SIGKILL of the group."""
 
-    def __init__(self, name: str, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT,
-                 log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT, log_dir: Path
+    ) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(argv, env={**os.environ, **NO_PROXY_ENV, "PYTHONUNBUFFERED": "1", **(env or {})},
-                                     cwd=str(cwd), stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the child's log outlives __init__; closed in stop()
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, **NO_PROXY_ENV, "PYTHONUNBUFFERED": "1", **(env or {})},
+            cwd=str(cwd),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -184,8 +192,13 @@ def cpu_seconds(procs: list[psutil.Process]) -> float:
 
 def service_help() -> str:
     try:
-        return subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--help"], capture_output=True,
-                              text=True, timeout=120, cwd=str(ROOT)).stdout
+        return subprocess.run(
+            [sys.executable, str(ROOT / "start_service.py"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=str(ROOT),
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
 
@@ -276,8 +289,10 @@ class Stack:
         workers = a.workers
         if a.engine == "stub":
             port = free_port()
-            p = self.start("stub-engine", [sys.executable, str(HERE / "stub_engine.py"), "--port", str(port),
-                                           "--procs", str(a.stub_procs)])
+            p = self.start(
+                "stub-engine",
+                [sys.executable, str(HERE / "stub_engine.py"), "--port", str(port), "--procs", str(a.stub_procs)],
+            )
             self.engine_url = f"http://127.0.0.1:{port}"
             p.wait_http(f"{self.engine_url}/health", 30)
             self.engine_pids = {q.pid for q in tree(p.pid)}
@@ -288,18 +303,36 @@ class Stack:
         elif a.url:
             h = httpx.get(f"{a.url.rstrip('/')}/health", timeout=10).json()
             self.engine_url = h["engines"][0]["url"]
-            self.engine_pids = {q.pid for q in tree(int(h["engines"][0]["pid"]))} if h["engines"][0].get("pid") else set()
+            self.engine_pids = (
+                {q.pid for q in tree(int(h["engines"][0]["pid"]))} if h["engines"][0].get("pid") else set()
+            )
             gw_port = int(a.url.rstrip("/").rsplit(":", 1)[1])
             gw_pid = listening_pid(gw_port)
             cpu = self._cpu_fn(gw_pid, exclude_engine=True) if gw_pid else None
             if cpu is None:
                 self.notes.append("gateway CPU not measured (its process was not found from the port)")
-            self.variants["gateway"] = Variant("gateway", f"{a.url.rstrip('/')}{a.gateway_path}", "rerank", "bench",
-                                               cpu_pids=cpu, baseline="direct", workers=int(h.get("workers") or 1))
+            self.variants["gateway"] = Variant(
+                "gateway",
+                f"{a.url.rstrip('/')}{a.gateway_path}",
+                "rerank",
+                "bench",
+                cpu_pids=cpu,
+                baseline="direct",
+                workers=int(h.get("workers") or 1),
+            )
         else:
             port = free_port()
-            argv = [sys.executable, str(ROOT / "start_service.py"), "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", str(workers[0]), *a.service_arg]
+            argv = [
+                sys.executable,
+                str(ROOT / "start_service.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers[0]),
+                *a.service_arg,
+            ]
             p = self.start("service", argv)
             url = f"http://127.0.0.1:{port}"
             print(f"starting the service (real engine): {' '.join(map(shlex.quote, argv[1:]))}", flush=True)
@@ -308,14 +341,21 @@ class Stack:
             self.engine_url = h["engines"][0]["url"]
             self.engine_pids = {q.pid for q in tree(int(h["engines"][0]["pid"]))}
             self.warm(f"{url}{a.gateway_path}", n=2)
-            self.variants["gateway"] = Variant("gateway", f"{url}{a.gateway_path}", "rerank", "bench",
-                                               cpu_pids=self._cpu_fn(p.pid, exclude_engine=True),
-                                               baseline="direct", workers=workers[0])
+            self.variants["gateway"] = Variant(
+                "gateway",
+                f"{url}{a.gateway_path}",
+                "rerank",
+                "bench",
+                cpu_pids=self._cpu_fn(p.pid, exclude_engine=True),
+                baseline="direct",
+                workers=workers[0],
+            )
         if not self.engine_model:
             self.engine_model = httpx.get(f"{self.engine_url}/v1/models", timeout=10).json()["data"][0]["id"]
         self.variants["direct"] = Variant("direct", f"{self.engine_url}/score", "score", self.engine_model)
-        self.variants["direct-rerank"] = Variant("direct-rerank", f"{self.engine_url}/rerank", "rerank",
-                                                 self.engine_model)
+        self.variants["direct-rerank"] = Variant(
+            "direct-rerank", f"{self.engine_url}/rerank", "rerank", self.engine_model
+        )
         for w in workers[1:]:
             if any(n.startswith("gateway") for n in names):
                 self.add_gateway(f"gateway-w{w}", w)
@@ -355,8 +395,18 @@ class Stack:
 
     def add_gateway(self, name: str, workers: int, extra: list[str] | None = None) -> None:
         port = free_port()
-        flags = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-                 *self.args.service_arg, *(extra or [])]
+        flags = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            *self.args.service_arg,
+            *(extra or []),
+        ]
         argv = [sys.executable, str(ROOT / "start_service.py"), "--engine-url", self.engine_url, *flags]
         p = self.start(name, argv)
         url = f"http://127.0.0.1:{port}"
@@ -364,17 +414,29 @@ class Stack:
         self.warm(f"{url}{self.args.gateway_path}")
         shown = f" {' '.join(extra)}" if extra else ""
         self.notes.append(f"{name}: start_service.py --engine-url, workers={workers}{shown}")
-        self.variants[name] = Variant(name, f"{url}{self.args.gateway_path}", "rerank", "bench",
-                                      cpu_pids=self._cpu_fn(p.pid, exclude_engine=True), baseline="direct",
-                                      workers=workers)
+        self.variants[name] = Variant(
+            name,
+            f"{url}{self.args.gateway_path}",
+            "rerank",
+            "bench",
+            cpu_pids=self._cpu_fn(p.pid, exclude_engine=True),
+            baseline="direct",
+            workers=workers,
+        )
 
     def start_litellm(self) -> bool:
         exe = self.args.litellm_bin or next(
-            (str(c) for c in (ROOT / ".venv-litellm/bin/litellm", Path(sys.executable).parent / "litellm")
-             if Path(c).exists()), shutil.which("litellm"))
+            (
+                str(c)
+                for c in (ROOT / ".venv-litellm/bin/litellm", Path(sys.executable).parent / "litellm")
+                if Path(c).exists()
+            ),
+            shutil.which("litellm"),
+        )
         if not exe:
-            self.notes.append("litellm skipped: no `litellm` executable (pip install 'litellm[proxy]', or "
-                              "--litellm-bin)")
+            self.notes.append(
+                "litellm skipped: no `litellm` executable (pip install 'litellm[proxy]', or --litellm-bin)"
+            )
             return False
         port = free_port()
         cfg = self.out / "litellm_config.yaml"
@@ -389,10 +451,18 @@ class Stack:
             "  set_verbose: false\n"
             "  telemetry: false\n"
         )
-        env = {"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-               "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "true"}
-        p = self.start("litellm", [exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port),
-                                   "--num_workers", "1"], env=env)
+        env = {
+            "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_TELEMETRY": "False",
+            "DISABLE_SCHEMA_UPDATE": "true",
+        }
+        p = self.start(
+            "litellm",
+            [exe, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+            env=env,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             p.wait_http(f"{url}/health/liveliness", self.args.litellm_timeout)
@@ -402,8 +472,14 @@ class Stack:
             p.stop()
             return False
         base = "direct-rerank" if "direct-rerank" in self.args.variants else "direct"
-        self.variants["litellm"] = Variant("litellm", f"{url}/v1/rerank", "rerank", "bench",
-                                           cpu_pids=self._cpu_fn(p.pid, exclude_engine=False), baseline=base)
+        self.variants["litellm"] = Variant(
+            "litellm",
+            f"{url}/v1/rerank",
+            "rerank",
+            "bench",
+            cpu_pids=self._cpu_fn(p.pid, exclude_engine=False),
+            baseline=base,
+        )
         self.notes.append(f"litellm: {exe} (hosted_vllm/{self.engine_model}, api_base={self.engine_url})")
         return True
 
@@ -430,8 +506,12 @@ class Record:
 
 
 async def measure(v: Variant, docs: list[str], conc: int, rep: int, a: argparse.Namespace) -> Record:
-    target = Target(url=v.url, make_body=v.body_maker(docs, a.workload, f"r{rep}c{conc}{v.name}"),
-                    headers=v.headers, docs_per_request=len(docs))
+    target = Target(
+        url=v.url,
+        make_body=v.body_maker(docs, a.workload, f"r{rep}c{conc}{v.name}"),
+        headers=v.headers,
+        docs_per_request=len(docs),
+    )
     procs = v.cpu_pids() if v.cpu_pids else []
     cpu: dict[str, float] = {}
 
@@ -439,14 +519,35 @@ async def measure(v: Variant, docs: list[str], conc: int, rep: int, a: argparse.
         cpu[edge] = cpu_seconds(procs)
 
     started = time.time()
-    res = await run_closed_loop(target, concurrency=conc, duration_s=a.duration, warmup_s=a.warmup,
-                                timeout_s=a.request_timeout, on_window=on_window if procs else None)
+    res = await run_closed_loop(
+        target,
+        concurrency=conc,
+        duration_s=a.duration,
+        warmup_s=a.warmup,
+        timeout_s=a.request_timeout,
+        on_window=on_window if procs else None,
+    )
     cpu_per = None
     if procs and "start" in cpu and "end" in cpu and res.requests:
         cpu_per = (cpu["end"] - cpu["start"]) / res.requests * 1000
-    return Record(v.name, len(docs), conc, rep, res.requests, res.window_s, res.rps, res.rps_count, res.pairs_per_s,
-                  res.pct(0.5) * 1000, res.pct(0.99) * 1000, res.errors, res.first_error, cpu_per,
-                  os.getloadavg()[0], started)
+    return Record(
+        v.name,
+        len(docs),
+        conc,
+        rep,
+        res.requests,
+        res.window_s,
+        res.rps,
+        res.rps_count,
+        res.pairs_per_s,
+        res.pct(0.5) * 1000,
+        res.pct(0.99) * 1000,
+        res.errors,
+        res.first_error,
+        cpu_per,
+        os.getloadavg()[0],
+        started,
+    )
 
 
 def plan_cells(a: argparse.Namespace) -> list[tuple[int, int]]:
@@ -459,8 +560,11 @@ def plan_cells(a: argparse.Namespace) -> list[tuple[int, int]]:
 
 async def run_all(stack: Stack, a: argparse.Namespace) -> list[Record]:
     names = [n for n in a.variants if n in stack.variants]
-    names += [n for n in stack.variants if n.startswith("gateway") and n not in names and
-              any(x.startswith("gateway") for x in a.variants)]
+    names += [
+        n
+        for n in stack.variants
+        if n.startswith("gateway") and n not in names and any(x.startswith("gateway") for x in a.variants)
+    ]
     cells = plan_cells(a)
     corpus = {d: make_docs(d, a.doc_words, seed=1000 + d) for d in {c[0] for c in cells}}
     records: list[Record] = []
@@ -476,20 +580,24 @@ async def run_all(stack: Stack, a: argparse.Namespace) -> list[Record]:
                 records.append(r)
                 err = f" errors={r.errors} ({r.first_error})" if r.errors else ""
                 cpu = f" cpu={r.cpu_ms_per_req:.2f}ms/req" if r.cpu_ms_per_req is not None else ""
-                print(f"[{k}/{total}] rep={rep} docs={d} conc={c} {name:14s} req/s={r.rps:8.1f} "
-                      f"pairs/s={r.pairs_per_s:10.0f} (counted {r.rps_count * r.docs:10.0f}) p50={r.p50_ms:8.2f}ms p99={r.p99_ms:8.2f}ms{cpu} "
-                      f"load1={r.load1:.2f}{err}", flush=True)
+                print(
+                    f"[{k}/{total}] rep={rep} docs={d} conc={c} {name:14s} req/s={r.rps:8.1f} "
+                    f"pairs/s={r.pairs_per_s:10.0f} (counted {r.rps_count * r.docs:10.0f}) "
+                    f"p50={r.p50_ms:8.2f}ms p99={r.p99_ms:8.2f}ms{cpu} "
+                    f"load1={r.load1:.2f}{err}",
+                    flush=True,
+                )
     return records
 
 
 # --------------------------------------------------------------------------- reporting
 def med(xs: list[float]) -> float:
-    xs = [x for x in xs if x is not None and x == x]
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
     return statistics.median(xs) if xs else float("nan")
 
 
 def spread(xs: list[float], fmt: str) -> str:
-    xs = [x for x in xs if x is not None and x == x]
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
     if not xs:
         return "n/a"
     if len(xs) == 1:
@@ -509,8 +617,11 @@ def added(records: list[Record], variant: str, baseline: str, docs: int, conc: i
     for r in records:
         if r.docs == docs and r.concurrency == conc and r.variant in (variant, baseline):
             by_rep.setdefault(r.rep, {})[r.variant] = r
-    return [getattr(x[variant], attr) - getattr(x[baseline], attr) for x in by_rep.values()
-            if variant in x and baseline in x and x[variant].requests and x[baseline].requests]
+    return [
+        getattr(x[variant], attr) - getattr(x[baseline], attr)
+        for x in by_rep.values()
+        if variant in x and baseline in x and x[variant].requests and x[baseline].requests
+    ]
 
 
 def ratios(records: list[Record], variant: str, baseline: str, docs: int, conc: int) -> list[float]:
@@ -518,15 +629,22 @@ def ratios(records: list[Record], variant: str, baseline: str, docs: int, conc: 
     for r in records:
         if r.docs == docs and r.concurrency == conc and r.variant in (variant, baseline):
             by_rep.setdefault(r.rep, {})[r.variant] = r
-    return [x[variant].pairs_per_s / x[baseline].pairs_per_s for x in by_rep.values()
-            if variant in x and baseline in x and x[baseline].pairs_per_s > 0]
+    return [
+        x[variant].pairs_per_s / x[baseline].pairs_per_s
+        for x in by_rep.values()
+        if variant in x and baseline in x and x[baseline].pairs_per_s > 0
+    ]
 
 
 def table(records: list[Record], stack: Stack, a: argparse.Namespace) -> str:
     g = group(records)
-    rows = ["| variant | docs/req | conc | pairs/s | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
-            "| proxy CPU ms/req | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        (
+            "| variant | docs/req | conc | pairs/s | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
+            "| proxy CPU ms/req | errors |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     order = {n: i for i, n in enumerate(stack.variants)}
     for (name, d, c), rs in sorted(g.items(), key=lambda kv: (kv[0][1], kv[0][2], order.get(kv[0][0], 99))):
         v = stack.variants[name]
@@ -534,9 +652,11 @@ def table(records: list[Record], stack: Stack, a: argparse.Namespace) -> str:
         ap50 = spread(added(records, name, base, d, c, "p50_ms"), ".2f") if base else "—"
         ap99 = spread(added(records, name, base, d, c, "p99_ms"), ".2f") if base else "—"
         cpu = spread([r.cpu_ms_per_req for r in rs if r.cpu_ms_per_req is not None], ".3f") if v.cpu_pids else "—"
-        rows.append(f"| {name} | {d} | {c} | {spread([r.pairs_per_s for r in rs], '.0f')} | "
-                    f"{spread([r.rps for r in rs], '.1f')} | {spread([r.p50_ms for r in rs], '.2f')} | "
-                    f"{spread([r.p99_ms for r in rs], '.2f')} | {ap50} | {ap99} | {cpu} | {sum(r.errors for r in rs)} |")
+        rows.append(
+            f"| {name} | {d} | {c} | {spread([r.pairs_per_s for r in rs], '.0f')} | "
+            f"{spread([r.rps for r in rs], '.1f')} | {spread([r.p50_ms for r in rs], '.2f')} | "
+            f"{spread([r.p99_ms for r in rs], '.2f')} | {ap50} | {ap99} | {cpu} | {sum(r.errors for r in rs)} |"
+        )
     return "\n".join(rows)
 
 
@@ -553,14 +673,18 @@ def targets(records: list[Record], stack: Stack, a: argparse.Namespace) -> list[
                 verdict = "(stub engine: the ≥ 98% target is for the real engine; this only shows gateway capacity)"
             else:
                 verdict = ("PASS" if m >= 0.98 else "MISS") if d == 100 else "(target is for 100 docs)"
-            out.append(f"throughput gateway/direct at {d} docs, concurrency {cmax}: {spread([x * 100 for x in rs], '.1f')}% "
-                       f"(target ≥ 98%) {verdict}")
+            out.append(
+                f"throughput gateway/direct at {d} docs, concurrency {cmax}: {spread([x * 100 for x in rs], '.1f')}% "
+                f"(target ≥ 98%) {verdict}"
+            )
         ad = added(records, "gateway", "direct", 100, 1, "p50_ms")
         if ad:
             m = med(ad)
             a99 = added(records, "gateway", "direct", 100, 1, "p99_ms")
-            out.append(f"added latency gateway vs direct, 100 docs, concurrency 1: p50 {spread(ad, '.2f')} ms "
-                       f"(target ≤ 1 ms) {'PASS' if m <= 1.0 else 'MISS'}; p99 {spread(a99, '.2f')} ms")
+            out.append(
+                f"added latency gateway vs direct, 100 docs, concurrency 1: p50 {spread(ad, '.2f')} ms "
+                f"(target ≤ 1 ms) {'PASS' if m <= 1.0 else 'MISS'}; p99 {spread(a99, '.2f')} ms"
+            )
     if a.engine == "stub":
         for name in [n for n in stack.variants if n.startswith("gateway") and n in have]:
             v = stack.variants[name]
@@ -568,11 +692,13 @@ def targets(records: list[Record], stack: Stack, a: argparse.Namespace) -> list[
             if rs:
                 per_worker = med([r.pairs_per_s for r in rs]) / v.workers
                 cpu = med([r.cpu_ms_per_req for r in rs if r.cpu_ms_per_req])
-                cap = d / cpu * 1000 if cpu and cpu == cpu else float("nan")
+                cap = d / cpu * 1000 if cpu and not math.isnan(cpu) else float("nan")
                 verdict = ("PASS" if per_worker >= 100_000 else "MISS") if d >= 1000 else "(target is for 1000 docs)"
-                out.append(f"{name} (workers={v.workers}) on the stub, {d} docs, concurrency {cmax}: "
-                           f"{per_worker:,.0f} docs/s per worker measured (target ≥ 100,000) {verdict}; "
-                           f"CPU-bound capacity {cap:,.0f} docs per gateway-CPU-second")
+                out.append(
+                    f"{name} (workers={v.workers}) on the stub, {d} docs, concurrency {cmax}: "
+                    f"{per_worker:,.0f} docs/s per worker measured (target ≥ 100,000) {verdict}; "
+                    f"CPU-bound capacity {cap:,.0f} docs per gateway-CPU-second"
+                )
     if {"litellm", "gateway"} <= have:
         lb = stack.variants["litellm"].baseline or "direct"
         for dd in sorted({r.docs for r in records if r.concurrency == 1}):
@@ -582,13 +708,17 @@ def targets(records: list[Record], stack: Stack, a: argparse.Namespace) -> list[
                 mg, ml = med(gl), med(ll)
                 ratio = ml / mg if mg > 0 else float("inf")
                 verdict = "PASS" if ratio >= 3 or (mg <= 0 < ml) else "MISS"
-                out.append(f"added p50 at {dd} docs, concurrency 1: litellm {ml:.2f} ms (vs {lb}) / gateway {mg:.2f} ms "
-                           f"(vs direct) = {ratio:.1f}× (target ≥ 3×) {verdict}")
+                out.append(
+                    f"added p50 at {dd} docs, concurrency 1: litellm {ml:.2f} ms (vs {lb}) / gateway {mg:.2f} ms "
+                    f"(vs direct) = {ratio:.1f}× (target ≥ 3×) {verdict}"
+                )
     if "gateway-cache" in have and "direct" in have:
         rs = ratios(records, "gateway-cache", "direct", d, cmax)
         if rs:
-            out.append(f"{a.workload} workload, gateway-cache/direct pairs/s at {d} docs, concurrency {cmax}: "
-                       f"{spread(rs, '.2f')}× (target > 1× for repeated pairs)")
+            out.append(
+                f"{a.workload} workload, gateway-cache/direct pairs/s at {d} docs, concurrency {cmax}: "
+                f"{spread(rs, '.2f')}× (target > 1× for repeated pairs)"
+            )
     return out
 
 
@@ -611,8 +741,8 @@ def plots(records: list[Record], stack: Stack, a: argparse.Namespace, out: Path)
             continue
         xs = [p[0] for p in pts]
         ys = [med(p[1]) for p in pts]
-        lo = [y - min(p[1]) for y, p in zip(ys, pts)]
-        hi = [max(p[1]) - y for y, p in zip(ys, pts)]
+        lo = [y - min(p[1]) for y, p in zip(ys, pts, strict=True)]
+        hi = [max(p[1]) - y for y, p in zip(ys, pts, strict=True)]
         ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=n)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrency (closed loop)")
@@ -627,14 +757,20 @@ def plots(records: list[Record], stack: Stack, a: argparse.Namespace, out: Path)
     files.append(f1)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, n in enumerate(names):
+    for n in names:
         pts = sorted((d, rs) for (v, d, c), rs in g.items() if v == n and c == 1)
         if not pts:
             continue
         xs = [p[0] for p in pts]
         line = ax.plot(xs, [med([r.p50_ms for r in p[1]]) for p in pts], marker="o", label=f"{n} p50")[0]
-        ax.plot(xs, [med([r.p99_ms for r in p[1]]) for p in pts], marker="x", linestyle="--",
-                color=line.get_color(), label=f"{n} p99")
+        ax.plot(
+            xs,
+            [med([r.p99_ms for r in p[1]]) for p in pts],
+            marker="x",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{n} p99",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("documents per request")
@@ -659,7 +795,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}"
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+        f"Python {platform.python_version()}"
+    )
 
 
 # --------------------------------------------------------------------------- main
@@ -671,23 +810,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--engine", choices=("real", "stub"), default="real")
     p.add_argument("--url", help="attach to a running service (real engine) instead of starting one")
-    p.add_argument("--variants", default="direct,gateway,litellm,direct-rerank",
-                   help="comma list of: direct, direct-rerank, gateway, litellm (gateway-wN and gateway-cache "
-                        "are added by --workers / --cache-size)")
+    p.add_argument(
+        "--variants",
+        default="direct,gateway,litellm,direct-rerank",
+        help="comma list of: direct, direct-rerank, gateway, litellm (gateway-wN and gateway-cache "
+        "are added by --workers / --cache-size)",
+    )
     p.add_argument("--workers", type=ints, default=[1], help="gateway worker counts, e.g. 1,2 (one gateway each)")
-    p.add_argument("--docs", type=ints, default=[1, 10, 100], help="documents per request, latency sweep at concurrency 1")
+    p.add_argument(
+        "--docs", type=ints, default=[1, 10, 100], help="documents per request, latency sweep at concurrency 1"
+    )
     p.add_argument("--concurrency", type=ints, default=[1, 4, 16], help="concurrencies of the throughput sweep")
     p.add_argument("--sweep-docs", type=int, default=100, help="documents per request of the throughput sweep")
     p.add_argument("--reps", type=int, default=3, help="repetitions (each runs every variant, interleaved)")
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per variant and cell")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before each measurement window")
     p.add_argument("--doc-words", type=int, default=12, help="words per synthetic document")
-    p.add_argument("--workload", choices=("unique", "repeat"), default="unique",
-                   help="unique: no (query, document) pair repeats; repeat: the same request over and over")
-    p.add_argument("--gateway-path", default="/v2/rerank", help="gateway route to hit (Cohere v2; /v1/rerank works too)")
+    p.add_argument(
+        "--workload",
+        choices=("unique", "repeat"),
+        default="unique",
+        help="unique: no (query, document) pair repeats; repeat: the same request over and over",
+    )
+    p.add_argument(
+        "--gateway-path", default="/v2/rerank", help="gateway route to hit (Cohere v2; /v1/rerank works too)"
+    )
     p.add_argument("--cache-size", type=int, default=0, help="also run a gateway with --score-cache-size N")
-    p.add_argument("--service-arg", action="append", default=[],
-                   help="extra start_service.py flag for every gateway (repeatable; use --service-arg=--flag=value)")
+    p.add_argument(
+        "--service-arg",
+        action="append",
+        default=[],
+        help="extra start_service.py flag for every gateway (repeatable; use --service-arg=--flag=value)",
+    )
     p.add_argument("--stub-procs", type=int, default=1, help="stub engine processes")
     p.add_argument("--litellm-bin", help="litellm executable (default: .venv-litellm/bin/litellm, venv, PATH)")
     p.add_argument("--litellm-timeout", type=float, default=180.0)
@@ -746,22 +900,31 @@ def main(argv: list[str] | None = None) -> int:
     tbl = table(records, stack, a)
     tgt = targets(records, stack, a)
     files = [] if a.no_plots else plots(records, stack, a, out)
-    cmd = " ".join(shlex.quote(x) for x in [".venv/bin/python", "bench/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    cmd = " ".join(
+        shlex.quote(x) for x in [".venv/bin/python", "bench/bench.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     md = [
         f"# vllm-rerank benchmark, {a.engine} engine ({dt.datetime.now().isoformat(timespec='seconds')})",
         "",
         f"- command: `{cmd}`",
         f"- machine: {machine()}",
-        f"- load average (1, 5, 15 min): before {load_before}, after {load_after}; "
-        f"wall time {time.time() - t_start:.0f} s",
-        f"- engine: {stack.engine_url} (model {stack.engine_model}); workload {a.workload}; "
-        f"{a.doc_words} words/document; {a.reps} repetitions × {a.duration:g} s (+{a.warmup:g} s warm-up), "
-        "variants interleaved",
+        (
+            f"- load average (1, 5, 15 min): before {load_before}, after {load_after}; "
+            f"wall time {time.time() - t_start:.0f} s"
+        ),
+        (
+            f"- engine: {stack.engine_url} (model {stack.engine_model}); workload {a.workload}; "
+            f"{a.doc_words} words/document; {a.reps} repetitions × {a.duration:g} s (+{a.warmup:g} s warm-up), "
+            "variants interleaved"
+        ),
         *[f"- {n}" for n in stack.notes],
         "",
-        "Values: median over repetitions [min–max]. Throughput is closed-loop Little's law "
-        "(concurrency / mean latency; counted completions per window are in results.json). Added latency: per-repetition difference to the baseline "
-        "(gateway → direct /score; litellm → direct-rerank if measured), then median.",
+        (
+            "Values: median over repetitions [min–max]. Throughput is closed-loop Little's law "
+            "(concurrency / mean latency; counted completions per window are in results.json). "
+            "Added latency: per-repetition difference to the baseline "
+            "(gateway → direct /score; litellm → direct-rerank if measured), then median."
+        ),
         "",
         tbl,
         "",
@@ -772,10 +935,21 @@ def main(argv: list[str] | None = None) -> int:
         *[f"![{f.stem}]({f.name})" for f in files],
     ]
     (out / "results.md").write_text("\n".join(md) + "\n")
-    (out / "results.json").write_text(json.dumps({
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-        "engine_url": stack.engine_url, "engine_model": stack.engine_model, "load_before": load_before,
-        "load_after": load_after, "notes": stack.notes, "started_pids": stack.started_pids, "records": [asdict(r) for r in records]}, indent=1))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
+                "engine_url": stack.engine_url,
+                "engine_model": stack.engine_model,
+                "load_before": load_before,
+                "load_after": load_after,
+                "notes": stack.notes,
+                "started_pids": stack.started_pids,
+                "records": [asdict(r) for r in records],
+            },
+            indent=1,
+        )
+    )
     print()
     print(tbl)
     print()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["Target", "RunResult", "run_closed_loop", "HttpConn"]
+__all__ = ["HttpConn", "RunResult", "Target", "run_closed_loop"]
 
 
 @dataclass
@@ -64,7 +64,7 @@ class RunResult:
         if not self.latencies:
             return float("nan")
         xs = sorted(self.latencies)
-        k = min(len(xs) - 1, max(0, int(round(q * (len(xs) - 1)))))
+        k = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
         return xs[k]
 
 
@@ -131,13 +131,22 @@ def build_request(url: str, body: bytes, headers: dict[str, str]) -> bytes:
     parts = urlsplit(url)
     path = parts.path or "/"
     extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    return (f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n{extra}\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
-async def run_closed_loop(target: Target, *, concurrency: int, duration_s: float, warmup_s: float = 0.5,
-                          timeout_s: float = 300.0, on_window: Callable[[str], None] | None = None,
-                          max_requests: int | None = None) -> RunResult:
+async def run_closed_loop(
+    target: Target,
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 0.5,
+    timeout_s: float = 300.0,
+    on_window: Callable[[str], None] | None = None,
+    max_requests: int | None = None,
+) -> RunResult:
     """`concurrency` workers, each sending its next request as soon as the last one answered.
 
     Requests that *complete* inside [start+warmup, start+warmup+duration] count. `on_window` is
@@ -181,7 +190,7 @@ async def run_closed_loop(target: Target, *, concurrency: int, duration_s: float
                 s = time.perf_counter()
                 try:
                     status, body = await asyncio.wait_for(conn.request(raw), timeout_s)
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     errors += 1
                     if not first_error:
                         first_error.append(f"{type(exc).__name__}: {exc}")
@@ -207,6 +216,11 @@ async def run_closed_loop(target: Target, *, concurrency: int, duration_s: float
         window = max(1e-9, now - w_start)
     else:
         window = duration_s
-    return RunResult(latencies=latencies, window_s=window, errors=errors,
-                     first_error=first_error[0] if first_error else None, docs_per_request=target.docs_per_request,
-                     concurrency=concurrency)
+    return RunResult(
+        latencies=latencies,
+        window_s=window,
+        errors=errors,
+        first_error=first_error[0] if first_error else None,
+        docs_per_request=target.docs_per_request,
+        concurrency=concurrency,
+    )

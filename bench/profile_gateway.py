@@ -25,12 +25,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import bench  # noqa: E402
 from loadgen import Target, run_closed_loop  # noqa: E402
 
+import bench  # noqa: E402
 
-_IDLE = ("Condition.wait (threading.py", "Event.wait (threading.py", "Queue.get (queue.py", "select (selectors.py",
-         "_wait_for_tstate_lock", "Thread.join (threading.py")
+_IDLE = (
+    "Condition.wait (threading.py",
+    "Event.wait (threading.py",
+    "Queue.get (queue.py",
+    "select (selectors.py",
+    "_wait_for_tstate_lock",
+    "Thread.join (threading.py",
+)
 
 
 def summarise(raw: Path, requests: int, cpu_s: float, top: int) -> str:
@@ -49,19 +55,31 @@ def summarise(raw: Path, requests: int, cpu_s: float, top: int) -> str:
             continue
         total += count
         self_t[_short(frames[-1])] += count
-        for f in set(_short(f) for f in frames):
+        for f in {_short(f) for f in frames}:
             incl[f] += count
     if not total:
         return "no samples"
     us_per_sample = cpu_s / total * 1e6 if total else 0.0
-    lines = [f"{total} busy samples; gateway CPU {cpu_s:.2f} s over {requests} requests = "
-             f"{cpu_s / max(1, requests) * 1e3:.3f} ms/request", "",
-             "### self time (where the CPU actually is)", "",
-             "| share | µs/request | function |", "|---:|---:|---|"]
+    lines = [
+        (
+            f"{total} busy samples; gateway CPU {cpu_s:.2f} s over {requests} requests = "
+            f"{cpu_s / max(1, requests) * 1e3:.3f} ms/request"
+        ),
+        "",
+        "### self time (where the CPU actually is)",
+        "",
+        "| share | µs/request | function |",
+        "|---:|---:|---|",
+    ]
     for f, c in self_t.most_common(top):
         lines.append(f"| {c / total * 100:.1f}% | {c * us_per_sample / max(1, requests):.1f} | `{f}` |")
-    lines += ["", "### inclusive time (a function and everything it calls)", "",
-              "| share | µs/request | function |", "|---:|---:|---|"]
+    lines += [
+        "",
+        "### inclusive time (a function and everything it calls)",
+        "",
+        "| share | µs/request | function |",
+        "|---:|---:|---|",
+    ]
     for f, c in incl.most_common(top * 2):
         lines.append(f"| {c / total * 100:.1f}% | {c * us_per_sample / max(1, requests):.1f} | `{f}` |")
     return "\n".join(lines)
@@ -71,7 +89,7 @@ def _short(frame: str) -> str:
     # py-spy raw frame: "function (path/to/file.py:123)"
     name, _, loc = frame.partition(" (")
     loc = loc.rstrip(")")
-    path, _, lineno = loc.rpartition(":")
+    path, _, _ = loc.rpartition(":")
     for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
         if marker in path:
             path = path.split(marker, 1)[1]
@@ -83,12 +101,20 @@ async def drive(url: str, docs: list[str], conc: int, duration: float, procs: li
     v = bench.Variant("gateway", url, "rerank", "bench")
     target = Target(url=url, make_body=v.body_maker(docs, "unique", "p"), docs_per_request=len(docs))
     cpu: dict[str, float] = {}
-    res = await run_closed_loop(target, concurrency=conc, duration_s=duration, warmup_s=0.5,
-                                on_window=lambda e: cpu.__setitem__(e, bench.cpu_seconds(procs)))
+    res = await run_closed_loop(
+        target,
+        concurrency=conc,
+        duration_s=duration,
+        warmup_s=0.5,
+        on_window=lambda e: cpu.__setitem__(e, bench.cpu_seconds(procs)),
+    )
     if res.errors:
         print(f"{res.errors} errors, first: {res.first_error}", file=sys.stderr)
-    print(f"{res.requests} requests in {res.window_s:.1f} s: {res.rps:.1f} req/s, {res.pairs_per_s:,.0f} docs/s, "
-          f"p50 {res.pct(0.5) * 1000:.2f} ms", flush=True)
+    print(
+        f"{res.requests} requests in {res.window_s:.1f} s: {res.rps:.1f} req/s, {res.pairs_per_s:,.0f} docs/s, "
+        f"p50 {res.pct(0.5) * 1000:.2f} ms",
+        flush=True,
+    )
     return res.requests, cpu.get("end", 0.0) - cpu.get("start", 0.0)
 
 
@@ -108,8 +134,9 @@ def main() -> int:
         return 1
     out = (a.out or HERE / "results" / f"profile-{dt.datetime.now():%Y%m%d-%H%M%S}-{a.docs}docs").resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    ns = bench.parse_args(["--engine", "stub", "--variants", "gateway", "--workers", "1",
-                           *[f"--service-arg={x}" for x in a.service_arg]])
+    ns = bench.parse_args(
+        ["--engine", "stub", "--variants", "gateway", "--workers", "1", *[f"--service-arg={x}" for x in a.service_arg]]
+    )
     stack = bench.Stack(ns, out)
     try:
         import uvloop  # type: ignore[import-not-found]
@@ -124,9 +151,24 @@ def main() -> int:
         # the uvicorn worker that serves requests: with 1 worker it is the launched process itself
         pid = max(procs, key=lambda q: q.memory_info().rss).pid
         raw = out / "profile.txt"
-        spy_proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(a.rate), "--format", "raw",
-                                     "--output", str(raw), "--duration", str(int(a.duration + 1))],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spy_proc = subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(a.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(raw),
+                "--duration",
+                str(int(a.duration + 1)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         time.sleep(0.5)
         docs = bench.make_docs(a.docs, 12, seed=1000 + a.docs)
         n, cpu_s = asyncio.run(drive(v.url, docs, a.concurrency, a.duration, procs))
@@ -136,8 +178,10 @@ def main() -> int:
             return 1
     finally:
         stack.stop()
-    report = (f"# Gateway profile on the stub engine: {a.docs} docs/request, concurrency {a.concurrency}, "
-              f"{a.duration:g} s\n\nload average {bench.loadavg()}\n\n" + summarise(raw, n, cpu_s, a.top))
+    report = (
+        f"# Gateway profile on the stub engine: {a.docs} docs/request, concurrency {a.concurrency}, "
+        f"{a.duration:g} s\n\nload average {bench.loadavg()}\n\n" + summarise(raw, n, cpu_s, a.top)
+    )
     (out / "profile.md").write_text(report + "\n")
     print(report)
     print(f"\nraw stacks: {raw}")

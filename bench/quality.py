@@ -123,8 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SciFact folder (BEIR layout, train split)")
     ap.add_argument("--queries", type=int, default=100, help="first N train queries with judgements (0 = all 809)")
     ap.add_argument("--k", type=int, default=20, help="BM25 candidates per query")
-    ap.add_argument("--model", default=None, help="sentence-transformers model for the in-process rerank "
-                    "(default: the bundled all-MiniLM-L6-v2 the service serves by default)")
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="sentence-transformers model for the in-process rerank "
+        "(default: the bundled all-MiniLM-L6-v2 the service serves by default)",
+    )
     ap.add_argument("--concurrency", type=int, default=4, help="requests in flight to the service")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per request")
     ap.add_argument("--tolerance", type=float, default=1e-3, help="allowed |nDCG@10 service - in-process|")
@@ -142,17 +146,19 @@ def main(argv: list[str] | None = None) -> int:
     t = time.monotonic()
     cands = bm25_candidates(texts, queries, args.k)
     bm25_s = time.monotonic() - t
-    bm25_run = {qid: [doc_ids[i] for i in row] for (qid, _), row in zip(queries, cands)}
+    bm25_run = {qid: [doc_ids[i] for i in row] for (qid, _), row in zip(queries, cands, strict=True)}
 
     # --- through the service
     t = time.monotonic()
     # One request alone first: the gateway loads the model's tokenizer on first use.
     rerank_service(args.url, queries[0][1], [texts[i] for i in cands[0]], args.timeout)
     with ThreadPoolExecutor(args.concurrency) as pool:
-        svc_scores = list(pool.map(
-            lambda qc: rerank_service(args.url, qc[0][1], [texts[i] for i in qc[1]], args.timeout),
-            zip(queries, cands),
-        ))
+        svc_scores = list(
+            pool.map(
+                lambda qc: rerank_service(args.url, qc[0][1], [texts[i] for i in qc[1]], args.timeout),
+                zip(queries, cands, strict=True),
+            )
+        )
     svc_s = time.monotonic() - t
 
     # --- in-process reference
@@ -175,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     def reranked(scores: list[list[float]]) -> dict[str, list[str]]:
         return {
             qid: [doc_ids[row[j]] for j in sorted(range(len(row)), key=lambda j: (-s[j], j))]
-            for (qid, _), row, s in zip(queries, cands, scores)
+            for (qid, _), row, s in zip(queries, cands, scores, strict=True)
         }
 
     print()
@@ -183,20 +189,35 @@ def main(argv: list[str] | None = None) -> int:
     res_svc = summarize("BM25 + rerank via service", reranked(svc_scores), qrels, args.k)
     res_st = summarize("BM25 + rerank in-process (ST)", reranked(st_scores), qrels, args.k)
     diff = abs(res_svc["ndcg@10"] - res_st["ndcg@10"])
-    max_score_diff = max(abs(a - b) for sa, sb in zip(svc_scores, st_scores) for a, b in zip(sa, sb))
+    max_score_diff = max(
+        abs(a - b) for sa, sb in zip(svc_scores, st_scores, strict=True) for a, b in zip(sa, sb, strict=True)
+    )
     ok = diff < args.tolerance
     print()
     print(f"|nDCG@10 service - in-process| = {diff:.2e}  ({'OK' if ok else 'FAIL'}: tolerance {args.tolerance:g})")
     print(f"max |relevance_score service - in-process| over {sum(map(len, cands))} pairs = {max_score_diff:.2e}")
-    print(f"time: BM25 {bm25_s:.1f}s, service rerank {svc_s:.1f}s, in-process rerank {st_s:.1f}s, "
-          f"total {time.monotonic() - t0:.1f}s")
+    print(
+        f"time: BM25 {bm25_s:.1f}s, service rerank {svc_s:.1f}s, in-process rerank {st_s:.1f}s, "
+        f"total {time.monotonic() - t0:.1f}s"
+    )
     if args.json:
-        args.json.write_text(json.dumps({
-            "queries": len(queries), "k": args.k, "url": args.url, "model": model_path,
-            "bm25": res_bm25, "service": res_svc, "in_process": res_st, "ndcg10_diff": diff,
-            "max_score_diff": max_score_diff,
-            "seconds": {"bm25": bm25_s, "service": svc_s, "in_process": st_s},
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "queries": len(queries),
+                    "k": args.k,
+                    "url": args.url,
+                    "model": model_path,
+                    "bm25": res_bm25,
+                    "service": res_svc,
+                    "in_process": res_st,
+                    "ndcg10_diff": diff,
+                    "max_score_diff": max_score_diff,
+                    "seconds": {"bm25": bm25_s, "service": svc_s, "in_process": st_s},
+                },
+                indent=2,
+            )
+        )
     return 0 if ok else 1
 
 

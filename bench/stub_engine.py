@@ -49,9 +49,21 @@ class _Handler:
             if path in (b"/health", b"/ping"):
                 return 200, b""
             if path in (b"/v1/models", b"/models"):
-                return 200, orjson.dumps({"object": "list", "data": [
-                    {"id": self.model, "object": "model", "created": self.created, "owned_by": "stub",
-                     "root": self.model, "max_model_len": 512}]})
+                return 200, orjson.dumps(
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": self.model,
+                                "object": "model",
+                                "created": self.created,
+                                "owned_by": "stub",
+                                "root": self.model,
+                                "max_model_len": 512,
+                            }
+                        ],
+                    }
+                )
             return 404, b'{"error":{"message":"not found"}}'
         if method != b"POST":
             return 405, b'{"error":{"message":"method not allowed"}}'
@@ -78,10 +90,16 @@ class _Handler:
         qcrc = zlib.crc32(query.encode())
         data = [{"index": i, "object": "score", "score": _score(qcrc, d)} for i, d in enumerate(docs)]
         tokens = (len(query) // 4 + 1) * len(docs) + sum(len(d) for d in docs) // 4
-        return 200, orjson.dumps({
-            "id": f"score-{self.counter}", "object": "list", "created": self.created, "model": self.model,
-            "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })
+        return 200, orjson.dumps(
+            {
+                "id": f"score-{self.counter}",
+                "object": "list",
+                "created": self.created,
+                "model": self.model,
+                "data": data,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     def _rerank(self, req: dict) -> tuple[int, bytes]:
         query = req.get("query")
@@ -94,8 +112,14 @@ class _Handler:
         top_n = req.get("top_n") or len(texts)
         results = [{"index": i, "document": {"text": texts[i]}, "relevance_score": s} for s, i in scored[:top_n]]
         tokens = (len(query) // 4 + 1) * len(texts) + sum(len(t) for t in texts) // 4
-        return 200, orjson.dumps({"id": f"rerank-{self.counter}", "model": self.model,
-                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}, "results": results})
+        return 200, orjson.dumps(
+            {
+                "id": f"rerank-{self.counter}",
+                "model": self.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "results": results,
+            }
+        )
 
 
 class _HttpProtocol(asyncio.Protocol):
@@ -162,16 +186,20 @@ class _HttpProtocol(asyncio.Protocol):
     def _write(self, status: int, payload: bytes, *, close: bool = False) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        head = (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
-                % (status, _REASONS.get(status, b"Error"), len(payload),
-                   b"connection: close\r\n" if close else b""))
+        head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n" % (
+            status,
+            _REASONS.get(status, b"Error"),
+            len(payload),
+            b"connection: close\r\n" if close else b"",
+        )
         self.transport.write(head + payload)
         if close:
             self.transport.close()
 
 
-async def serve(host: str, port: int, *, model: str = "stub", delay_ms: float = 0.0,
-                sock: socket.socket | None = None) -> None:
+async def serve(
+    host: str, port: int, *, model: str = "stub", delay_ms: float = 0.0, sock: socket.socket | None = None
+) -> None:
     handler = _Handler(model, delay_ms / 1000.0)
     loop = asyncio.get_running_loop()
     if sock is not None:

@@ -27,6 +27,7 @@ prefix caching only sees the within-request shared prefix, as in production.
 Prints a markdown table and writes JSON (--json). Exit code 0 even when some requests failed:
 the table's error column says so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,10 @@ class Corpus:
     def docs(self, length: int, n: int) -> list[str]:
         pool = self.pools.get(length)
         if pool is None:
-            pool = [" ".join(self.rng.choices(self.words, k=max(1, int(length * self.rng.uniform(0.9, 1.1)))))
-                    for _ in range(4000)]
+            pool = [
+                " ".join(self.rng.choices(self.words, k=max(1, int(length * self.rng.uniform(0.9, 1.1)))))
+                for _ in range(4000)
+            ]
             self.pools[length] = pool
         return self.rng.sample(pool, n) if n <= len(pool) else self.rng.choices(pool, k=n)
 
@@ -75,7 +78,7 @@ class Variant:
     name: str
     kind: str
     url: str
-    ids: "Pretok | None" = None
+    ids: Pretok | None = None
 
     def body(self, model: str | None, query: str, docs: list[str]) -> bytes:
         if self.kind == "ids":
@@ -106,20 +109,25 @@ class Pretok:
 
     def __init__(self, tokenizer_dir: str, prompt: str, max_len: int) -> None:
         from transformers import AutoTokenizer  # only this variant needs it
+
         self.tok = AutoTokenizer.from_pretrained(tokenizer_dir)
         self.prompt, self.max_len = prompt, max_len
         if prompt == "qwen3":
             import jinja2
+
             path = os.path.join(os.path.dirname(__file__), "..", "..", "engine", "templates", "qwen3_reranker.jinja")
             env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-            self.template = env.from_string(open(path).read())
+            with open(path) as f:
+                self.template = env.from_string(f.read())
 
     def encode(self, query: str, docs: list[str]) -> list[list[int]]:
         if self.prompt == "pair":
             enc = self.tok([query] * len(docs), docs, truncation="only_second", max_length=self.max_len)
             return enc["input_ids"]
-        texts = [self.template.render(messages=[{"role": "query", "content": query},
-                                                {"role": "document", "content": d}]) for d in docs]
+        texts = [
+            self.template.render(messages=[{"role": "query", "content": query}, {"role": "document", "content": d}])
+            for d in docs
+        ]
         return self.tok(texts, add_special_tokens=False)["input_ids"]
 
 
@@ -133,9 +141,11 @@ async def check_ids(session: aiohttp.ClientSession, v: Variant, model: str | Non
     async with session.post(v.url, data=v.body(model, q, docs), headers={"content-type": "application/json"}) as r:
         out = await r.json()
     got = [d["probs"][-1] if len(d["probs"]) == 1 else d["probs"] for d in out["data"]]
-    diff = max(abs(a - b) for a, b in zip(ref, got)) if all(isinstance(g, float) for g in got) else None
-    print(f"ids check {v.name}: /score {[round(x, 5) for x in ref]} vs /classify(ids) {got}: max |diff| {diff}",
-          flush=True)
+    diff = max(abs(a - b) for a, b in zip(ref, got, strict=False)) if all(isinstance(g, float) for g in got) else None
+    print(
+        f"ids check {v.name}: /score {[round(x, 5) for x in ref]} vs /classify(ids) {got}: max |diff| {diff}",
+        flush=True,
+    )
 
 
 @dataclass
@@ -205,8 +215,17 @@ def cpu_delta(a: dict[int, tuple[str, float]], b: dict[int, tuple[str, float]]) 
 
 
 # ----------------------------------------------------------------------------- load
-async def run_round(session: aiohttp.ClientSession, v: Variant, a: argparse.Namespace, corpus: Corpus,
-                    n_docs: int, words: int, conc: int, n_req: int | None, acc: Acc) -> None:
+async def run_round(
+    session: aiohttp.ClientSession,
+    v: Variant,
+    a: argparse.Namespace,
+    corpus: Corpus,
+    n_docs: int,
+    words: int,
+    conc: int,
+    n_req: int | None,
+    acc: Acc,
+) -> None:
     duration = a.duration_s
     pre: list[bytes] = []
     if n_req is not None:
@@ -230,15 +249,19 @@ async def run_round(session: aiohttp.ClientSession, v: Variant, a: argparse.Name
             acc.requests += 1
             t0 = time.perf_counter()
             try:
-                async with session.post(v.url, data=data, headers={"content-type": "application/json"},
-                                        timeout=aiohttp.ClientTimeout(total=a.timeout_s)) as r:
+                async with session.post(
+                    v.url,
+                    data=data,
+                    headers={"content-type": "application/json"},
+                    timeout=aiohttp.ClientTimeout(total=a.timeout_s),
+                ) as r:
                     payload = await r.read()
                     if r.status != 200:
                         acc.errors += 1
                         acc.first_error = acc.first_error or f"{r.status}: {payload[:200]!r}"
                         continue
                     out = json.loads(payload)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 acc.errors += 1
                 acc.first_error = acc.first_error or f"{type(e).__name__}: {e}"[:200]
                 continue
@@ -267,14 +290,23 @@ async def run_round(session: aiohttp.ClientSession, v: Variant, a: argparse.Name
 
 def summarize(v: Variant, cfg: dict, acc: Acc) -> dict:
     ok = len(acc.lat)
-    r = {**cfg, "variant": v.name, "url": v.url, "requests": acc.requests, "ok": ok, "errors": acc.errors,
-         "first_error": acc.first_error, "wall_s": round(acc.wall, 3),
-         "pairs_per_s": round(acc.pairs / acc.wall, 1) if acc.wall else None,
-         "req_per_s": round(ok / acc.wall, 2) if acc.wall else None,
-         "p50_ms": round(pct(acc.lat, 0.5) * 1000, 1), "p99_ms": round(pct(acc.lat, 0.99) * 1000, 1),
-         "mean_ms": round(statistics.mean(acc.lat) * 1000, 1) if acc.lat else None,
-         "tokens_per_pair": round(acc.tokens / (acc.tok_reqs * cfg["N"]), 1) if acc.tok_reqs else None,
-         "tokens_per_s": round(acc.tokens / acc.wall) if acc.tokens and acc.wall else None}
+    r = {
+        **cfg,
+        "variant": v.name,
+        "url": v.url,
+        "requests": acc.requests,
+        "ok": ok,
+        "errors": acc.errors,
+        "first_error": acc.first_error,
+        "wall_s": round(acc.wall, 3),
+        "pairs_per_s": round(acc.pairs / acc.wall, 1) if acc.wall else None,
+        "req_per_s": round(ok / acc.wall, 2) if acc.wall else None,
+        "p50_ms": round(pct(acc.lat, 0.5) * 1000, 1),
+        "p99_ms": round(pct(acc.lat, 0.99) * 1000, 1),
+        "mean_ms": round(statistics.mean(acc.lat) * 1000, 1) if acc.lat else None,
+        "tokens_per_pair": round(acc.tokens / (acc.tok_reqs * cfg["N"]), 1) if acc.tok_reqs else None,
+        "tokens_per_s": round(acc.tokens / acc.wall) if acc.tokens and acc.wall else None,
+    }
     if acc.cpu_ms and acc.pairs:
         r["cpu_ms_per_1k_pairs"] = {g: round(ms * 1000 / acc.pairs, 1) for g, ms in sorted(acc.cpu_ms.items())}
         r["cpu_cores_busy"] = {g: round(ms / 1000 / acc.wall, 2) for g, ms in sorted(acc.cpu_ms.items())}
@@ -282,7 +314,8 @@ def summarize(v: Variant, cfg: dict, acc: Acc) -> dict:
 
 
 async def main_async(a: argparse.Namespace) -> list[dict]:
-    words = [w.strip() for w in open(a.words) if w.strip()]
+    with open(a.words) as f:  # noqa: ASYNC230 - one read of the word list at start-up, before any request
+        words = [w.strip() for w in f if w.strip()]
     corpus = Corpus(words, seed=a.seed)
     variants = []
     for spec in a.variant:
@@ -306,8 +339,11 @@ async def main_async(a: argparse.Namespace) -> list[dict]:
             for n in sorted(set(a.sizes)):
                 acc = Acc()
                 await run_round(s, v, a, corpus, n, a.doc_words[0], 1, 2, acc)
-                print(f"warmup {v.name} N={n}: p50 {pct(acc.lat, 0.5) * 1000:.0f} ms, errors={acc.errors} "
-                      f"{acc.first_error or ''}", flush=True)
+                print(
+                    f"warmup {v.name} N={n}: p50 {pct(acc.lat, 0.5) * 1000:.0f} ms, errors={acc.errors} "
+                    f"{acc.first_error or ''}",
+                    flush=True,
+                )
         for n, L, c in configs:
             cfg = {"N": n, "doc_words": L, "conc": c}
             if c * n > a.max_pairs_in_flight:
@@ -319,8 +355,11 @@ async def main_async(a: argparse.Namespace) -> list[dict]:
             done_pairs = sum(r.get("pairs_per_s", 0) * r.get("wall_s", 0) for r in results if "wall_s" in r)
             done_wall = sum(r.get("wall_s", 0) for r in results if "wall_s" in r)
             rate = done_pairs / done_wall if done_wall else None
-            expect = (a.duration_s * rounds * len(variants) if a.duration_s else
-                      (n_req * n * rounds * len(variants) / rate if rate else 0))
+            expect = (
+                a.duration_s * rounds * len(variants)
+                if a.duration_s
+                else (n_req * n * rounds * len(variants) / rate if rate else 0)
+            )
             if time.perf_counter() - t_start + expect > a.budget_s:
                 results.append({**cfg, "skipped": "time budget"})
                 print(f"skip {cfg}: time budget", flush=True)
@@ -342,20 +381,32 @@ async def main_async(a: argparse.Namespace) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| N docs | words/doc | conc | variant | pairs/s | vs first | p50 ms | p99 ms | Δp50 ms | tok/pair | "
-             "requests | errors |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| N docs | words/doc | conc | variant | pairs/s | vs first | p50 ms | p99 ms | Δp50 ms | tok/pair | "
+            "requests | errors |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(results, key=lambda r: (r["N"], r["doc_words"], r["conc"])):
         if "skipped" in r:
             lines.append(f"| {r['N']} | {r['doc_words']} | {r['conc']} | skipped ({r['skipped']}) | | | | | | | | |")
             continue
-        lines.append(f"| {r['N']} | {r['doc_words']} | {r['conc']} | {r['variant']} | {r['pairs_per_s']} | "
-                     f"{r.get('vs_first', '')} | {r['p50_ms']} | {r['p99_ms']} | {r.get('p50_delta_ms', '')} | "
-                     f"{r['tokens_per_pair']} | {r['requests']} | {r['errors']} |")
+        lines.append(
+            f"| {r['N']} | {r['doc_words']} | {r['conc']} | {r['variant']} | {r['pairs_per_s']} | "
+            f"{r.get('vs_first', '')} | {r['p50_ms']} | {r['p99_ms']} | {r.get('p50_delta_ms', '')} | "
+            f"{r['tokens_per_pair']} | {r['requests']} | {r['errors']} |"
+        )
     cpu_rows = [r for r in results if r.get("cpu_ms_per_1k_pairs")]
     if cpu_rows:
         groups = sorted({g for r in cpu_rows for g in r["cpu_ms_per_1k_pairs"]})
-        lines += ["", "CPU ms per 1000 pairs, by process group (/proc utime+stime; cores busy in brackets):", "",
-                  "| N | conc | variant | " + " | ".join(groups) + " |", "|---|---|---|" + "---|" * len(groups)]
+        lines += [
+            "",
+            "CPU ms per 1000 pairs, by process group (/proc utime+stime; cores busy in brackets):",
+            "",
+            "| N | conc | variant | " + " | ".join(groups) + " |",
+            "|---|---|---|" + "---|" * len(groups),
+        ]
         for r in sorted(cpu_rows, key=lambda r: (r["N"], r["conc"])):
             cells = [f"{r['cpu_ms_per_1k_pairs'].get(g, 0)} ({r['cpu_cores_busy'].get(g, 0)})" for g in groups]
             lines.append(f"| {r['N']} | {r['conc']} | {r['variant']} | " + " | ".join(cells) + " |")
@@ -375,8 +426,9 @@ def main() -> None:
     ap.add_argument("--conc", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per variant and config")
     ap.add_argument("--pairs-per-round", type=int, default=2000)
-    ap.add_argument("--big-round-pairs", type=int, default=40000,
-                    help="configs with conc*N*4 above this run one round per variant")
+    ap.add_argument(
+        "--big-round-pairs", type=int, default=40000, help="configs with conc*N*4 above this run one round per variant"
+    )
     ap.add_argument("--duration-s", type=float, default=None, help="time-based rounds instead of R requests")
     ap.add_argument("--max-pairs-in-flight", type=int, default=32000)
     ap.add_argument("--budget-s", type=float, default=300)

@@ -9,6 +9,7 @@ dialects, list engine URLs/pids, summarise py-spy raw profiles and the Qwen3 MFU
   svc.py mfu --config MODEL/config.json --tokens-per-s X [--peak 800e12]
   svc.py smi FILE            (mean/max GPU utilisation of an nvidia-smi -l csv log)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ def get(url: str, timeout: float = 3.0) -> tuple[int, dict | None]:
     except urllib.error.HTTPError as e:
         try:
             return e.code, json.loads(e.read())
-        except Exception:  # noqa: BLE001
+        except Exception:
             return e.code, None
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 0, None
 
 
@@ -40,7 +41,7 @@ def post(url: str, body: dict, timeout: float = 60.0) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         return 0, repr(e)
 
 
@@ -65,18 +66,31 @@ def cmd_wait(a: argparse.Namespace) -> int:
             view = (body.get("status"), tuple((e.get("name"), e.get("state"), e.get("restarts")) for e in engines))
             if view != last:
                 last = view
-                print(f"[{time.time() - t0:6.1f}s] /health {code} status={body.get('status')} "
-                      + " ".join(f"{n}={s}" + (f"(restarts {r})" if r else "") for n, s, r in view[1]), flush=True)
+                print(
+                    f"[{time.time() - t0:6.1f}s] /health {code} status={body.get('status')} "
+                    + " ".join(f"{n}={s}" + (f"(restarts {r})" if r else "") for n, s, r in view[1]),
+                    flush=True,
+                )
             if code == 200 and (not a.all or all(e.get("state") == "ready" for e in engines)):
                 print(f"READY after {time.time() - t0:.1f} s", flush=True)
                 if a.out:
                     with open(a.out, "w") as f:
                         json.dump(body, f, indent=1)
-                print(json.dumps({k: body.get(k) for k in ("model", "family", "device", "max_num_seqs",
-                                                           "gpu_memory_utilization", "workers")}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            k: body.get(k)
+                            for k in ("model", "family", "device", "max_num_seqs", "gpu_memory_utilization", "workers")
+                        }
+                    ),
+                    flush=True,
+                )
                 for e in engines:
-                    print(f"  engine {e.get('name')} url={e.get('url')} pid={e.get('pid')} "
-                          f"gpu_mem_util={e.get('gpu_memory_utilization')}", flush=True)
+                    print(
+                        f"  engine {e.get('name')} url={e.get('url')} pid={e.get('pid')} "
+                        f"gpu_mem_util={e.get('gpu_memory_utilization')}",
+                        flush=True,
+                    )
                 return 0
         time.sleep(1.0)
     print(f"TIMEOUT after {a.timeout} s", flush=True)
@@ -84,9 +98,11 @@ def cmd_wait(a: argparse.Namespace) -> int:
 
 
 def cmd_smoke(a: argparse.Namespace) -> int:
-    docs = ["Carson City is the capital city of the American state of Nevada.",
-            "Washington, D.C. is the capital of the United States.",
-            "Capital punishment has existed in the United States since before it was a country."]
+    docs = [
+        "Carson City is the capital city of the American state of Nevada.",
+        "Washington, D.C. is the capital of the United States.",
+        "Capital punishment has existed in the United States since before it was a country.",
+    ]
     q = "What is the capital of the United States?"
     bad = 0
     for path, body in [
@@ -107,7 +123,9 @@ def cmd_window(a: argparse.Namespace) -> int:
     must score exactly what vLLM's own per-document cut (`max_tokens_per_doc`) scores on the same
     engine. Word-level tokenizer: one token per word, [CLS] q [SEP] d [SEP] = 3 specials."""
     import random
-    words = [w.strip() for w in open(a.words) if w.strip()]
+
+    with open(a.words) as f:
+        words = [w.strip() for w in f if w.strip()]
     rng = random.Random(3)
     q = " ".join(rng.choices(words, k=40))
     docs = [" ".join(rng.choices(words, k=n)) for n in (20, 480, 600, 1300)]
@@ -116,15 +134,18 @@ def cmd_window(a: argparse.Namespace) -> int:
         print(f"window: service answered {code}: {text[:300]}")
         return 1
     got = {r["index"]: r["relevance_score"] for r in json.loads(text)["results"]}
-    code, text = post(a.engine + "/score", {"model": a.model, "text_1": q, "text_2": docs,
-                                            "max_tokens_per_doc": a.max_len - 3 - 40})
+    code, text = post(
+        a.engine + "/score", {"model": a.model, "text_1": q, "text_2": docs, "max_tokens_per_doc": a.max_len - 3 - 40}
+    )
     if code != 200:
         print(f"window: engine answered {code}: {text[:300]}")
         return 1
     want = {d["index"]: d["score"] for d in json.loads(text)["data"]}
     diff = max(abs(got[i] - want[i]) for i in range(len(docs)))
-    print(f"window truncation, service vs vLLM max_tokens_per_doc: {[round(got[i], 6) for i in range(4)]} vs "
-          f"{[round(want[i], 6) for i in range(4)]}: max |diff| {diff:.2e} -> {'OK' if diff < 1e-3 else 'DIFFERENT'}")
+    print(
+        f"window truncation, service vs vLLM max_tokens_per_doc: {[round(got[i], 6) for i in range(4)]} vs "
+        f"{[round(want[i], 6) for i in range(4)]}: max |diff| {diff:.2e} -> {'OK' if diff < 1e-3 else 'DIFFERENT'}"
+    )
     return 0 if diff < 1e-3 else 1
 
 
@@ -132,25 +153,26 @@ def cmd_pyspy(a: argparse.Namespace) -> int:
     self_t: dict[str, int] = {}
     incl: dict[str, int] = {}
     total = 0
-    for line in open(a.file):
-        line = line.rstrip("\n")
-        if not line or " " not in line:
-            continue
-        stack, n = line.rsplit(" ", 1)
-        try:
-            k = int(n)
-        except ValueError:
-            continue
-        frames = [f for f in stack.split(";") if f]
-        if frames and frames[0].startswith(("process ", "thread ")):
-            frames = [f for f in frames if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        total += k
-        leaf = frames[-1]
-        self_t[leaf] = self_t.get(leaf, 0) + k
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + k
+    with open(a.file) as fh:
+        for raw in fh:
+            line = raw.rstrip("\n")
+            if not line or " " not in line:
+                continue
+            stack, n = line.rsplit(" ", 1)
+            try:
+                k = int(n)
+            except ValueError:
+                continue
+            frames = [f for f in stack.split(";") if f]
+            if frames and frames[0].startswith(("process ", "thread ")):
+                frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+            if not frames:
+                continue
+            total += k
+            leaf = frames[-1]
+            self_t[leaf] = self_t.get(leaf, 0) + k
+            for f in set(frames):
+                incl[f] = incl.get(f, 0) + k
     print(f"{a.file}: {total} samples")
     if not total:
         return 0
@@ -164,7 +186,8 @@ def cmd_pyspy(a: argparse.Namespace) -> int:
 
 
 def cmd_mfu(a: argparse.Namespace) -> int:
-    c = json.load(open(a.config))
+    with open(a.config) as f:
+        c = json.load(f)
     h, n_layers, inter = c["hidden_size"], c["num_hidden_layers"], c["intermediate_size"]
     heads, kv = c["num_attention_heads"], c.get("num_key_value_heads", c["num_attention_heads"])
     hd = c.get("head_dim") or h // heads
@@ -172,23 +195,34 @@ def cmd_mfu(a: argparse.Namespace) -> int:
     mlp = 3 * h * inter
     params = n_layers * (attn + mlp + 2 * h) + h + 2 * h  # + final norm + the yes/no score rows
     flops = 2 * params * a.tokens_per_s
-    print(json.dumps({"non_embedding_params": params, "tokens_per_s": a.tokens_per_s,
-                      "tflops": round(flops / 1e12, 1), "mfu": round(flops / a.peak, 4)}))
+    print(
+        json.dumps(
+            {
+                "non_embedding_params": params,
+                "tokens_per_s": a.tokens_per_s,
+                "tflops": round(flops / 1e12, 1),
+                "mfu": round(flops / a.peak, 4),
+            }
+        )
+    )
     return 0
 
 
 def cmd_smi(a: argparse.Namespace) -> int:
     util, mem = [], []
-    for line in open(a.file):
-        parts = [p.strip() for p in line.split(",")]
-        try:
-            util.append(float(parts[1].split()[0]))
-            mem.append(float(parts[2].split()[0]))
-        except (IndexError, ValueError):
-            continue
+    with open(a.file) as f:
+        for line in f:
+            parts = [p.strip() for p in line.split(",")]
+            try:
+                util.append(float(parts[1].split()[0]))
+                mem.append(float(parts[2].split()[0]))
+            except (IndexError, ValueError):
+                continue
     if util:
-        print(f"GPU util over {len(util)} samples: mean {sum(util) / len(util):.0f}% max {max(util):.0f}%; "
-              f"memory used max {max(mem):.0f} MiB")
+        print(
+            f"GPU util over {len(util)} samples: mean {sum(util) / len(util):.0f}% max {max(util):.0f}%; "
+            f"memory used max {max(mem):.0f} MiB"
+        )
     return 0
 
 
@@ -220,7 +254,14 @@ def main() -> int:
     g = sub.add_parser("smi")
     g.add_argument("file")
     a = ap.parse_args()
-    return {"wait": cmd_wait, "smoke": cmd_smoke, "window": cmd_window, "pyspy": cmd_pyspy, "mfu": cmd_mfu, "smi": cmd_smi}[a.cmd](a)
+    return {
+        "wait": cmd_wait,
+        "smoke": cmd_smoke,
+        "window": cmd_window,
+        "pyspy": cmd_pyspy,
+        "mfu": cmd_mfu,
+        "smi": cmd_smi,
+    }[a.cmd](a)
 
 
 if __name__ == "__main__":

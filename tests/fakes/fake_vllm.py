@@ -94,8 +94,13 @@ def main() -> None:
             if self.path == "/health":
                 self._send(200, {})
             elif self.path == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": args.served_model_name, "root": args.model,
-                                                              "max_model_len": 512}]})
+                self._send(
+                    200,
+                    {
+                        "object": "list",
+                        "data": [{"id": args.served_model_name, "root": args.model, "max_model_len": 512}],
+                    },
+                )
             elif self.path == "/metrics":
                 data = b"vllm:num_requests_running 0.0\n"
                 self.send_response(200)
@@ -122,13 +127,29 @@ def main() -> None:
             time.sleep(args.slow)
             wait_for_file(args.score_gate)
             if args.status != 200:
-                self._send(args.status, {"error": {"message": f"fake error {args.status}", "type": "Fake",
-                                                   "param": None, "code": args.status}})
+                self._send(
+                    args.status,
+                    {
+                        "error": {
+                            "message": f"fake error {args.status}",
+                            "type": "Fake",
+                            "param": None,
+                            "code": args.status,
+                        }
+                    },
+                )
                 return
             docs = body.get("text_2") or []
-            self._send(200, {"id": "score-fake", "object": "list", "model": args.served_model_name,
-                             "data": [{"index": i, "object": "score", "score": 0.5} for i in range(len(docs))],
-                             "usage": {"prompt_tokens": len(docs), "total_tokens": len(docs)}})
+            self._send(
+                200,
+                {
+                    "id": "score-fake",
+                    "object": "list",
+                    "model": args.served_model_name,
+                    "data": [{"index": i, "object": "score", "score": 0.5} for i in range(len(docs))],
+                    "usage": {"prompt_tokens": len(docs), "total_tokens": len(docs)},
+                },
+            )
 
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True

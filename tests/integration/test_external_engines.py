@@ -18,10 +18,30 @@ from tests.support.wait import wait_until
 def _engine(model: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
-         "--port", str(port), "--served-model-name", "minilm", "--runner", "pooling", "--enforce-eager",
-         "--dtype", "float32", "--disable-uvicorn-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            "minilm",
+            "--runner",
+            "pooling",
+            "--enforce-eager",
+            "--dtype",
+            "float32",
+            "--disable-uvicorn-access-log",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
@@ -44,7 +64,7 @@ def test_kill_one_external_engine_mid_traffic(bundled_model_path: str) -> None:
     ports = [free_port(), free_port()]
     engines = [_engine(bundled_model_path, p) for p in ports]
     try:
-        for p, e in zip(ports, engines):
+        for p, e in zip(ports, engines, strict=True):
             _wait(p, e)
         args = [a for p in ports for a in ("--engine-url", f"http://127.0.0.1:{p}")]
         with ServiceProcess(args, name="external") as svc:
@@ -74,8 +94,14 @@ def test_kill_one_external_engine_mid_traffic(bundled_model_path: str) -> None:
             wait_until(lambda: len(statuses) >= 40, 120, message="no traffic before the kill")
             at_kill = len(statuses)
             _kill(engines[0])
-            wait_until(skipped, 120, 0.2, message=lambda: f"{len(statuses) - at_kill} requests since the kill, "
-                       f"engines: {svc.health()[1]['engines']}")
+            wait_until(
+                skipped,
+                120,
+                0.2,
+                message=lambda: (
+                    f"{len(statuses) - at_kill} requests since the kill, engines: {svc.health()[1]['engines']}"
+                ),
+            )
             stop.set()
             for t in threads:
                 t.join(60)

@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -22,7 +22,7 @@ from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-__all__ = ["ServiceProcess", "free_port", "ROOT", "engine_pids"]
+__all__ = ["ROOT", "ServiceProcess", "engine_pids", "free_port"]
 
 
 def free_port() -> int:
@@ -43,8 +43,15 @@ def engine_pids() -> set[int]:
 
 
 class ServiceProcess:
-    def __init__(self, args: Sequence[str] = (), *, env: dict[str, str] | None = None, port: int | None = None,
-                 ready_timeout: float = 300.0, name: str = "service") -> None:
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        *,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        ready_timeout: float = 300.0,
+        name: str = "service",
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = list(args)
@@ -54,12 +61,23 @@ class ServiceProcess:
         self.log_path = Path(tempfile.mkstemp(prefix=f"vllm-rerank-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ServiceProcess":
-        self._log = open(self.log_path, "wb")
+    def start(self) -> Self:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the service's log outlives start(); closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "start_service.py"), "--host", "127.0.0.1", "--port", str(self.port),
-             *self.args],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(ROOT),
+            [
+                sys.executable,
+                str(ROOT / "start_service.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=str(ROOT),
         )
         return self
 
@@ -73,7 +91,7 @@ class ServiceProcess:
         r = httpx.get(f"{self.url}/health", timeout=5)
         return r.status_code, r.json()
 
-    def wait_ready(self, timeout: float | None = None) -> "ServiceProcess":
+    def wait_ready(self, timeout: float | None = None) -> Self:
         proc = self.proc
         assert proc is not None
 
@@ -82,8 +100,13 @@ class ServiceProcess:
                 raise RuntimeError(f"service exited with {proc.returncode}:\n{self.log_tail()}")
             return self.health()[0] == 200
 
-        wait_until(ready, timeout or self.ready_timeout, 0.5, ignore=(httpx.HTTPError, ValueError),
-                   message=lambda: f"service not ready:\n{self.log_tail()}")
+        wait_until(
+            ready,
+            timeout or self.ready_timeout,
+            0.5,
+            ignore=(httpx.HTTPError, ValueError),
+            message=lambda: f"service not ready:\n{self.log_tail()}",
+        )
         return self
 
     def wait_exit(self, timeout: float) -> int | None:
@@ -110,7 +133,7 @@ class ServiceProcess:
         self._log.close()
         return self.proc.returncode
 
-    def __enter__(self) -> "ServiceProcess":
+    def __enter__(self) -> Self:
         self.start()
         try:
             return self.wait_ready()
