@@ -48,8 +48,53 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _keys_out_of_argv(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(argv without --api-key flags, the keys they gave); only this service's own flags (before `--`)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    rest: list[str] = []
+    keys: list[str] = []
+    i = 0
+    while i < cut:
+        a = argv[i]
+        if a == "--api-key" and i + 1 < cut:
+            keys.append(argv[i + 1])
+            i += 2
+            continue
+        if a.startswith("--api-key="):
+            keys.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+        i += 1
+    return rest + argv[cut:], keys
+
+
+def _raise_fd_limit() -> None:
+    """Open files up to the hard limit: every client connection is a descriptor."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else soft, hard))
+    except (ImportError, ValueError, OSError) as exc:  # pragma: no cover - not Linux, or not allowed
+        log.warning("fd_limit_unchanged error=%s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if argv is None:
+        rest, keys = _keys_out_of_argv(sys.argv[1:])
+        if keys:
+            # Keys given as flags are in the process list for anyone on the machine to read. Move them to
+            # the environment (flag > env: they replace RERANK_API_KEYS) and start again without them.
+            print(
+                "warning: --api-key is visible in the process list; pass keys in RERANK_API_KEYS or "
+                "--api-key-file (moved to the environment for this run)",
+                file=sys.stderr,
+                flush=True,
+            )
+            os.environ["RERANK_API_KEYS"] = ",".join(keys) if all(k.strip() for k in keys) else ","
+            os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *rest])
     from engine import FAMILIES, EngineHandle, EngineSupervisor, RestartPolicy, publish_state
     from engine.external import ExternalEngine
     from gateway.cli import parse_settings
@@ -63,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    _raise_fd_limit()
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
     if settings.port and not _port_free(settings.host, settings.port):
@@ -96,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir.mkdir()
     # Before gateway.app (and prometheus_client) load: every worker aggregates into this dir.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from gateway.app import STATE_FILE_ENV
+    from gateway.app import PARENT_PID_ENV, STATE_FILE_ENV
 
     configs = engine_configs(settings, topology, ports)
     log.info(
@@ -136,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     publish()
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
     os.environ[STATE_FILE_ENV] = str(state_path)
+    os.environ[PARENT_PID_ENV] = str(os.getpid())
 
     exit_code = 0
     stopping = threading.Event()

@@ -19,7 +19,7 @@ import time
 
 from engine.config import EngineConfig
 
-__all__ = ["EngineProcess", "classify_failure"]
+__all__ = ["EngineProcess", "classify_failure", "die_with_parent", "exit_cause"]
 
 log = logging.getLogger("vllm_rerank.engine")
 
@@ -67,12 +67,34 @@ def classify_failure(lines: list[str]) -> tuple[str, str]:
     return "exited", (lines[-1].strip()[:400] if lines else "no output")
 
 
+def exit_cause(rc: int | None, lines_since: list[str]) -> tuple[str, str]:
+    """(cause, one line) for an engine that exited after it was ready: the signal that killed it,
+    else what it logged since it became ready (never a line from its start-up)."""
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = f"signal {-rc}"
+        return "signal", f"killed by {name}"
+    if not lines_since:
+        return "exited", f"exit code {rc} with no output since it was ready"
+    return classify_failure(lines_since)
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def die_with_parent(parent_pid: int | None) -> None:
+    """Make this process get SIGTERM when its parent dies (Linux PR_SET_PDEATHSIG); if the parent is
+    already gone (it died before this call), SIGTERM ourselves now."""
+    _set_pdeathsig()
+    if parent_pid and os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class EngineProcess:
@@ -82,6 +104,7 @@ class EngineProcess:
         self.config = config
         self.prefix = log_prefix or f"[{config.name}]"
         self.tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+        self.lines = 0  # lines read since start (the tail keeps the last `tail_lines`)
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
         self.started_at = 0.0
@@ -94,6 +117,7 @@ class EngineProcess:
         argv = self.config.argv()
         log.info("engine_starting name=%s cmd=%s", self.config.name, " ".join(self.config.redacted_argv()))
         self.tail.clear()
+        self.lines = 0
         self.started_at = time.monotonic()
         self._proc = subprocess.Popen(
             argv,
@@ -114,6 +138,7 @@ class EngineProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self.tail.append(line)
+                self.lines += 1
                 out.info("%s %s", self.prefix, line)
 
     def poll(self) -> int | None:

@@ -17,7 +17,7 @@ import httpx
 
 from engine.config import EngineConfig
 from engine.errors import EngineStartError
-from engine.process import EngineProcess, classify_failure
+from engine.process import EngineProcess, classify_failure, exit_cause
 from engine.snapshot import EngineSnapshot, EngineState
 
 __all__ = ["EngineSupervisor", "RestartPolicy"]
@@ -252,13 +252,20 @@ class EngineSupervisor:
                     if first:
                         first = False
                         self._first_done.set()
+                    ready_at_line = proc.lines
                     self._monitor(proc, client)
                     if self._stop.is_set():
                         break
-                    rc = proc.stop(1.0)
+                    rc = proc.poll()  # how it ended by itself, before our own SIGTERM/SIGKILL sweep
+                    proc.stop(1.0)
+                    rc = rc if rc is not None else proc.poll()
                     proc.flush_log()
-                    cause, line = classify_failure(list(proc.tail))
-                    self.last_error = self.last_error or f"exit code {rc}: {line}"
+                    new = proc.lines - ready_at_line
+                    since = (
+                        list(proc.tail)[-new:] if 0 < new <= len(proc.tail) else ([] if new <= 0 else list(proc.tail))
+                    )
+                    cause, line = exit_cause(rc, since)
+                    self.last_error = self.last_error or f"{cause}: {line}"
                     log.error("engine_exited name=%s rc=%s cause=%s last=%s", self.config.name, rc, cause, line)
                     self.policy.record_crash(time.monotonic())
                 if self.policy.exhausted:

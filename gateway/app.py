@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from core import Admission, PipelinePolicy, RerankPipeline, ScoreCache
 from engine import EngineClient, EngineRegistry, ModelFamily
+from engine.process import die_with_parent
 from engine.tokenizer import ModelTokenizer, load_tokenizer, loaded_tokenizer
 from engine.transport import Transport
 from gateway.deps import Runtime
@@ -28,9 +29,10 @@ from gateway.routes import ops, rerank
 from gateway.settings import SETTINGS_ENV, Settings
 from gateway.topology import Topology, plan_topology
 
-__all__ = ["STATE_FILE_ENV", "create_app", "create_app_from_env"]
+__all__ = ["PARENT_PID_ENV", "STATE_FILE_ENV", "create_app", "create_app_from_env"]
 
 STATE_FILE_ENV = "VLLM_RERANK_STATE_FILE"
+PARENT_PID_ENV = "VLLM_RERANK_GATEWAY_PID"
 log = logging.getLogger("vllm_rerank.gateway")
 
 
@@ -109,7 +111,12 @@ async def _preload_tokenizer(pipeline: RerankPipeline, registry: EngineRegistry)
 
 
 def create_app_from_env() -> FastAPI:
-    """Factory for uvicorn workers: settings and the state file path come from the parent."""
+    """Factory for uvicorn workers: settings and the state file path come from the parent.
+
+    A worker process (--workers > 1) dies with its parent: a SIGKILLed service leaves none serving."""
+    parent = int(os.environ.get(PARENT_PID_ENV) or 0)
+    if parent and os.getpid() != parent:
+        die_with_parent(parent)
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"

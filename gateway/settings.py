@@ -222,7 +222,35 @@ class Settings(BaseSettings):
     vllm_args: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ checks
-    @field_validator("engine_urls", "model_aliases", "api_keys", mode="before")
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _keys(cls, value: Any) -> Any:
+        """Keys that would mean "no auth" by accident are refused: an empty or blank key, or a list
+        of nothing but separators. (No keys at all, and no key file, is auth off, on purpose.)"""
+        if isinstance(value, str):
+            keys = tuple(a.strip() for a in value.split(","))
+            if value.strip() and not any(keys):
+                raise ValueError("holds no key, only separators or spaces; unset it to turn auth off")
+            value = tuple(k for k in keys if k)
+        if isinstance(value, (tuple, list)):
+            if any(not isinstance(k, str) or not k.strip() for k in value):
+                raise ValueError("an empty or blank key would accept any caller; unset it to turn auth off")
+            return tuple(k.strip() for k in value)
+        return value
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _readable_key_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            lines = Path(value).read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read {value!r} ({exc.strerror or exc})") from None
+        del lines  # an empty file accepts nobody until a key is written to it (rotation)
+        return value
+
+    @field_validator("engine_urls", "model_aliases", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

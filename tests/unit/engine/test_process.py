@@ -89,3 +89,12 @@ def test_a_failed_config_check_shows_vllms_message_not_the_help_link() -> None:
 def test_traceback_frames_are_not_the_cause() -> None:
     tail = ["RuntimeError: Engine core initialization failed.", '  File "/x/error_handler.py", line 3, in f']
     assert classify_failure(tail) == ("engine_error", "RuntimeError: Engine core initialization failed.")
+
+
+def test_an_engine_killed_by_a_signal_says_so_not_an_old_log_line() -> None:
+    from engine.process import exit_cause
+
+    assert exit_cause(-9, []) == ("signal", "killed by SIGKILL")
+    assert exit_cause(-15, ["RuntimeError: old start-up noise"]) == ("signal", "killed by SIGTERM")
+    assert exit_cause(1, []) == ("exited", "exit code 1 with no output since it was ready")
+    assert exit_cause(1, ["ValueError: boom"])[1] == "ValueError: boom"

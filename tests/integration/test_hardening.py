@@ -1,0 +1,99 @@
+"""Hardening at the process level: auth that would be off by accident is refused at start, keys given
+as flags leave the process list, and a SIGKILLed service leaves no worker serving. The engine is the
+fault-injection fake (its scores are never read here)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.integration.test_faults import fake
+from tests.support.service import ROOT, ServiceProcess
+from tests.support.wait import wait_until
+
+
+def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "start_service.py"), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(ROOT),
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--api-key", ""], {}, "RERANK_API_KEYS"),
+        (["--api-key", "  "], {}, "RERANK_API_KEYS"),
+        ([], {"RERANK_API_KEYS": " , "}, "RERANK_API_KEYS"),
+        (["--api-key-file", "/nonexistent/keys.txt"], {}, "--api-key-file"),
+    ],
+    ids=["empty-flag", "blank-flag", "separators-env", "unreadable-file"],
+)
+def test_auth_that_would_be_off_by_accident_is_refused_at_start(
+    args: list[str], env: dict[str, str], needle: str
+) -> None:
+    proc = _start(*args, "--port", "0", env=env)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
+
+
+def _cmdlines(root: int) -> list[str]:
+    procs = [psutil.Process(root), *psutil.Process(root).children(recursive=True)]
+    out = []
+    for p in procs:
+        try:
+            out.append(" ".join(p.cmdline()))
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_keys_given_as_flags_leave_the_process_list_and_still_guard_the_api() -> None:
+    with ServiceProcess(["--api-key", "sekrit-flag-key", "--workers", "2", *fake()], name="flag-key") as svc:
+        assert svc.proc is not None
+        assert not [c for c in _cmdlines(svc.proc.pid) if "sekrit-flag-key" in c]
+        body = {"query": "q", "documents": ["a"]}
+        assert httpx.post(f"{svc.url}/v1/rerank", json=body, timeout=30).status_code == 401
+        ok = httpx.post(
+            f"{svc.url}/v1/rerank", json=body, headers={"Authorization": "Bearer sekrit-flag-key"}, timeout=30
+        )
+        assert ok.status_code == 200, ok.text
+    assert "visible in the process list" in Path(svc.log_path).read_text()
+
+
+def test_sigkill_of_the_service_leaves_no_worker_serving() -> None:
+    svc = ServiceProcess(["--workers", "2", *fake()], name="sigkill-workers").start().wait_ready()
+    assert svc.proc is not None
+    children = psutil.Process(svc.proc.pid).children(recursive=True)
+    assert len(children) >= 3  # two workers and the fake engine
+    try:
+        os.kill(svc.proc.pid, signal.SIGKILL)
+
+        def nothing_serves() -> bool:
+            try:
+                httpx.get(f"{svc.url}/health", timeout=2)
+            except httpx.HTTPError:
+                return True
+            return False
+
+        wait_until(nothing_serves, 30, 0.2, message=lambda: "a worker still answers after its parent was SIGKILLed")
+        wait_until(
+            lambda: not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE],
+            30,
+            0.2,
+            message=lambda: f"left running: {[c.pid for c in children if c.is_running()]}",
+        )
+    finally:
+        svc.stop()
