@@ -16,7 +16,7 @@ CASES = [
     ("/v1/rerank", {"query": "q", "documents": ["a", "b"], "top_k": 1, "model": "rerank-2"}, "voyage"),
     ("/v2/rerank", {"model": "m", "query": "q", "documents": ["a", "b"]}, "cohere"),
     ("/rerank", {"query": "q", "texts": ["a", "b"]}, "tei"),
-    ("/rerank", {"query": "q", "documents": ["a", "b"]}, "tei"),
+    ("/rerank", {"query": "q", "documents": ["a", "b"]}, "cohere"),  # the dialect of the body, as for any error
     ("/score", {"text_1": "q", "text_2": ["a", "b"]}, "openai"),
     ("/v1/score", {"queries": "q", "documents": ["a", "b"]}, "openai"),
 ]
@@ -32,8 +32,9 @@ def keyfile(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
 @pytest.fixture(scope="module")
 def guarded(service: ServiceProcess, keyfile) -> Iterator[ServiceProcess]:  # type: ignore[no-untyped-def]
     engine_url = service.health()[1]["engine"]["url"]
-    with ServiceProcess(["--engine-url", engine_url, "--api-key", "env-key", "--api-key-file", str(keyfile)],
-                        name="auth") as svc:
+    with ServiceProcess(
+        ["--engine-url", engine_url, "--api-key", "env-key", "--api-key-file", str(keyfile)], name="auth"
+    ) as svc:
         yield svc
 
 
@@ -67,8 +68,14 @@ def test_key_file_rotation_without_restart(guarded: ServiceProcess, keyfile) -> 
     url = f"{guarded.url}/v1/rerank"
     body = {"query": "q", "documents": ["a"]}
     keyfile.write_text("file-key-2\n")
-    wait_until(lambda: httpx.post(url, json=body, headers={"Authorization": "Bearer file-key-2"},
-                                  timeout=30).status_code == 200, 10, 0.3, message="the new key was never accepted")
+    wait_until(
+        lambda: (
+            httpx.post(url, json=body, headers={"Authorization": "Bearer file-key-2"}, timeout=30).status_code == 200
+        ),
+        10,
+        0.3,
+        message="the new key was never accepted",
+    )
     assert httpx.post(url, json=body, headers={"Authorization": "Bearer file-key-1"}).status_code == 401
 
 

@@ -37,10 +37,10 @@ def local_command(argv: list[str]) -> list[str]:
     out = list(argv)
     if out[0].endswith("/tini"):
         tini = shutil.which("tini")
-        out = [tini, *out[1:]] if tini else out[out.index("--") + 1:]
+        out = [tini, *out[1:]] if tini else out[out.index("--") + 1 :]
     assert out[0] == "python3", out
     out[0] = sys.executable
-    return [str(ROOT / a[len("/app/"):]) if a.startswith("/app/") else a for a in out]
+    return [str(ROOT / a[len("/app/") :]) if a.startswith("/app/") else a for a in out]
 
 
 def local_env(image_env: dict[str, str], tmp: Path, port: int) -> dict[str, str]:
@@ -89,23 +89,32 @@ def test_dockerfile_entrypoint_starts_serves_and_stops_cleanly(tmp_path: Path) -
     log_path = tmp_path / "service.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, env=env, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=str(tmp_path), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     ours: set[int] = set()
     try:
+
         def ready() -> bool:
             assert proc.poll() is None, f"exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
             ours.update(descendants(proc.pid) & engine_pids())
             return httpx.get(f"{url}/health", timeout=5).status_code == 200
 
-        wait_until(ready, 300, 1, ignore=(httpx.HTTPError,),
-                   message=lambda: f"not ready:\n{log_path.read_text()[-4000:]}")
+        wait_until(
+            ready, 300, 1, ignore=(httpx.HTTPError,), message=lambda: f"not ready:\n{log_path.read_text()[-4000:]}"
+        )
         health = httpx.get(f"{url}/health", timeout=5).json()
         assert health["workers"] == 2 and health["max_num_seqs"] == 1024 and health["max_workers"] == 8
 
-        r = httpx.post(f"{url}/v1/rerank", timeout=60, json={
-            "model": "all-MiniLM-L6-v2", "query": "What is the capital of France?",
-            "documents": ["Berlin is the capital of Germany.", "Paris is the capital of France."]})
+        r = httpx.post(
+            f"{url}/v1/rerank",
+            timeout=60,
+            json={
+                "model": "all-MiniLM-L6-v2",
+                "query": "What is the capital of France?",
+                "documents": ["Berlin is the capital of Germany.", "Paris is the capital of France."],
+            },
+        )
         assert r.status_code == 200, r.text
         results = r.json()["results"]
         assert [x["index"] for x in results] == [1, 0]

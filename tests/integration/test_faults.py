@@ -59,8 +59,13 @@ def post(svc: ServiceProcess, body: dict | None = None, path: str = "/v1/rerank"
 
 
 def test_failed_start_exits_1_with_the_cause() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--port", str(free_port()),
-                           *fake("--fail-start")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "start_service.py"), "--port", str(free_port()), *fake("--fail-start")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 1
     assert "error: engine failed to start (port_in_use)" in proc.stderr
 
@@ -105,8 +110,10 @@ def test_hanging_engine_gives_504_within_the_deadline() -> None:
         assert r.json()["error"]["code"] == 504
 
 
-@pytest.mark.parametrize(("flags", "status"), [(("--status", "500"), 503), (("--status", "503"), 503),
-                                               (("--reset",), 503), (("--status", "400"), 400)])
+@pytest.mark.parametrize(
+    ("flags", "status"),
+    [(("--status", "500"), 503), (("--status", "503"), 503), (("--reset",), 503), (("--status", "400"), 400)],
+)
 def test_engine_errors_map_to_documented_statuses(flags: tuple[str, ...], status: int) -> None:
     with ServiceProcess([*fake(*flags), "--request-timeout", "3"], name="status") as svc:
         t0 = time.monotonic()
@@ -119,8 +126,9 @@ def test_engine_errors_map_to_documented_statuses(flags: tuple[str, ...], status
 
 
 def test_crashing_engine_is_restarted_and_too_many_crashes_mark_it_failed() -> None:
-    with ServiceProcess([*fake("--crash-after", "0"), "--max-engine-crashes", "2", "--crash-window", "60"],
-                        name="crash") as svc:
+    with ServiceProcess(
+        [*fake("--crash-after", "0"), "--max-engine-crashes", "2", "--crash-window", "60"], name="crash"
+    ) as svc:
         r = post(svc)  # kills the engine mid-request
         assert r.status_code in (503, 504), r.text
 
@@ -151,18 +159,21 @@ def test_engine_ignoring_sigterm_is_killed_and_nothing_is_left() -> None:
 def test_overload_answers_429_at_once_with_retry_after(tmp_path: Path) -> None:
     gate = tmp_path / "answer"  # the fake holds every /score request until this exists
     args = [*fake("--score-gate", str(gate)), "--max-inflight-pairs", "3", "--request-timeout", "60"]
-    with ServiceProcess(args, name="overload") as svc:
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            first = pool.submit(post, svc, {"query": "q", "documents": ["a", "b", "c"]})
-            wait_until(lambda: svc.health()[1]["inflight_pairs"] == 3, 30, 0.05, message="the first request "
-                       "never took the 3 pairs")  # one worker: its inflight is the service's
-            t0 = time.monotonic()
-            r = post(svc)
-            assert r.status_code == 429 and time.monotonic() - t0 < 1.0
-            assert int(r.headers["Retry-After"]) >= 1
-            assert not first.done()
-            gate.touch()
-            assert first.result().status_code == 200
+    with ServiceProcess(args, name="overload") as svc, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(post, svc, {"query": "q", "documents": ["a", "b", "c"]})
+        wait_until(
+            lambda: svc.health()[1]["inflight_pairs"] == 3,
+            30,
+            0.05,
+            message="the first request never took the 3 pairs",
+        )  # one worker: its inflight is the service's
+        t0 = time.monotonic()
+        r = post(svc)
+        assert r.status_code == 429 and time.monotonic() - t0 < 1.0
+        assert int(r.headers["Retry-After"]) >= 1
+        assert not first.done()
+        gate.touch()
+        assert first.result().status_code == 200
 
 
 def test_client_disconnect_cancels_engine_work() -> None:
@@ -185,7 +196,21 @@ def test_out_of_memory_start_is_retried_once_with_less_gpu_memory() -> None:
         engine = svc.health()[1]["engine"]
         assert engine["gpu_memory_utilization"] == 0.75
         assert "engine_oom_retry" in svc.log_tail(400) and "0.90 -> 0.75" in svc.log_tail(400)
-    proc = subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--port", str(free_port()),
-                           *fake("--oom-above", "0.5"), "--device", "cuda", "--gpu-memory-utilization", "0.9"],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "start_service.py"),
+            "--port",
+            str(free_port()),
+            *fake("--oom-above", "0.5"),
+            "--device",
+            "cuda",
+            "--gpu-memory-utilization",
+            "0.9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert proc.returncode == 1 and "engine failed to start (out_of_memory)" in proc.stderr

@@ -69,7 +69,8 @@ def test_engine_killed_service_reports_503_restarts_and_recovers(st_model) -> No
         again = httpx.post(f"{svc.url}/v1/rerank", json=body, timeout=60).json()
         assert [r["index"] for r in again["results"]] == [r["index"] for r in first["results"]]
         assert [r["relevance_score"] for r in again["results"]] == pytest.approx(
-            [r["relevance_score"] for r in first["results"]], abs=1e-6)
+            [r["relevance_score"] for r in first["results"]], abs=1e-6
+        )
         tree |= _descendants(svc.proc.pid)
         svc_pid = svc.proc.pid
     # Stopping the service (SIGTERM) leaves no engine process behind: not the old, not the new.
@@ -166,8 +167,13 @@ def test_engine_sigkilled_under_20_clients_then_sigterm_under_load() -> None:
 
 
 def _start_fails(args: list[str], timeout: float = 240) -> tuple[int, str]:
-    proc = subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--host", "127.0.0.1", "--port",
-                           str(free_port()), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "start_service.py"), "--host", "127.0.0.1", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     return proc.returncode, proc.stderr
 
 
@@ -193,13 +199,31 @@ def test_port_in_use_fails_at_once() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--host", "127.0.0.1", "--port",
-                               str(port)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "start_service.py"), "--host", "127.0.0.1", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert proc.returncode == 1
         assert f"port {port}" in proc.stderr and "already in use" in proc.stderr
-        proc = subprocess.run([sys.executable, str(ROOT / "start_service.py"), "--host", "127.0.0.1", "--port",
-                               str(free_port()), "--engine-port", str(port)], capture_output=True, text=True,
-                              timeout=60, cwd=ROOT)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "start_service.py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(free_port()),
+                "--engine-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+        )
         assert proc.returncode == 1 and "already in use" in proc.stderr
 
 

@@ -14,15 +14,19 @@ import pytest
 from tests.support.service import ServiceProcess
 from tests.support.wait import wait_until
 
-BODY = {"model": "m", "query": "what do cats eat", "documents": ["cats eat fish and mice", "stocks fell today",
-                                                                 "cats eat fish and mice", "a bowl of dry food"]}
+BODY = {
+    "model": "m",
+    "query": "what do cats eat",
+    "documents": ["cats eat fish and mice", "stocks fell today", "cats eat fish and mice", "a bowl of dry food"],
+}
 
 
 @pytest.fixture(scope="module")
 def cached(service: ServiceProcess) -> Iterator[ServiceProcess]:
     engine_url = service.health()[1]["engine"]["url"]
-    with ServiceProcess(["--engine-url", engine_url, "--score-cache-size", "1000", "--workers", "2"],
-                        name="ops") as svc:
+    with ServiceProcess(
+        ["--engine-url", engine_url, "--score-cache-size", "1000", "--workers", "2"], name="ops"
+    ) as svc:
         yield svc
 
 
@@ -56,21 +60,34 @@ def test_metrics_aggregate_workers_and_include_engine_metrics(cached: ServicePro
 
     # the n 200s (counted by whichever of the 2 workers served each one) and the one 400
     text = wait_until(counted, 10, message=f"the {n} x 200 and 1 x 400 were never all counted")
-    for name in ("vllm_rerank_request_duration_seconds_bucket", "vllm_rerank_documents_per_request_count",
-                 "vllm_rerank_tokens_per_request_count", "vllm_rerank_inflight_requests",
-                 "vllm_rerank_inflight_pairs", 'vllm_rerank_engine_state{engine="external0",state="ready"} 1.0',
-                 "vllm_rerank_engine_restarts", "vllm_rerank_score_cache_total", "vllm:num_requests_running"):
+    for name in (
+        "vllm_rerank_request_duration_seconds_bucket",
+        "vllm_rerank_documents_per_request_count",
+        "vllm_rerank_tokens_per_request_count",
+        "vllm_rerank_inflight_requests",
+        "vllm_rerank_inflight_pairs",
+        'vllm_rerank_engine_state{engine="external0",state="ready"} 1.0',
+        "vllm_rerank_engine_restarts",
+        "vllm_rerank_score_cache_total",
+        "vllm:num_requests_running",
+    ):
         assert name in text, name
     assert "vllm_rerank_gpu_memory_used_bytes" not in text  # no GPU here: absent, without error
 
 
 def test_one_structured_log_line_per_request(cached: ServiceProcess) -> None:
-    r = httpx.post(f"{cached.url}/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"]},
-                   headers={"x-request-id": "req-log-test-1"}, timeout=60)
+    r = httpx.post(
+        f"{cached.url}/v1/rerank",
+        json={"query": "q", "documents": ["a", "b", "c"]},
+        headers={"x-request-id": "req-log-test-1"},
+        timeout=60,
+    )
     assert r.headers["x-request-id"] == "req-log-test-1"
-    bad = httpx.post(f"{cached.url}/v2/rerank", json={"query": "q", "documents": []},
-                     headers={"x-request-id": "req-log-test-2"})
+    bad = httpx.post(
+        f"{cached.url}/v2/rerank", json={"query": "q", "documents": []}, headers={"x-request-id": "req-log-test-2"}
+    )
     assert bad.json()["id"] == "req-log-test-2"
+
     # The line is written once the response has gone out: wait for both.
     def logged() -> list[str]:
         log = cached.log_tail(5000)
@@ -79,6 +96,7 @@ def test_one_structured_log_line_per_request(cached: ServiceProcess) -> None:
     wait_until(lambda: len(logged()) >= 2, 10, message=lambda: f"request lines: {logged()}")
     lines = logged()
     assert len(lines) == 2, lines
-    assert re.search(r"request_id=req-log-test-1 .*dialect=cohere documents=3 tokens=\d+ status=200 latency_ms=",
-                     lines[0])
+    assert re.search(
+        r"request_id=req-log-test-1 .*dialect=cohere documents=3 tokens=\d+ status=200 latency_ms=", lines[0]
+    )
     assert "status=400" in lines[1]

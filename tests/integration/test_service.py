@@ -35,8 +35,9 @@ def _post(service: ServiceProcess, path: str, body: dict) -> httpx.Response:  # 
 
 @pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank"])
 @pytest.mark.parametrize("top_n", [None, 2, 10])
-def test_rerank_scores_match_sentence_transformers(service: ServiceProcess, reference: list[float], path: str,
-                                                    top_n: int | None) -> None:
+def test_rerank_scores_match_sentence_transformers(
+    service: ServiceProcess, reference: list[float], path: str, top_n: int | None
+) -> None:
     r = _post(service, path, {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": top_n})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -71,8 +72,14 @@ def test_return_documents_and_object_documents(service: ServiceProcess) -> None:
 
 
 def test_null_optional_fields_mean_not_given(service: ServiceProcess) -> None:
-    body = {"model": None, "query": QUERY, "documents": DOCS, "top_n": None, "max_tokens_per_doc": None,
-            "return_documents": None}
+    body = {
+        "model": None,
+        "query": QUERY,
+        "documents": DOCS,
+        "top_n": None,
+        "max_tokens_per_doc": None,
+        "return_documents": None,
+    }
     assert _post(service, "/v2/rerank", body).status_code == 200
 
 

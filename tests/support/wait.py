@@ -21,8 +21,14 @@ class WaitTimeout(AssertionError):
     """The condition never held within the deadline (an AssertionError: the test fails)."""
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1, *,
-               message: str | Callable[[], str] = "", ignore: tuple[type[BaseException], ...] = ()) -> T:
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.1,
+    *,
+    message: str | Callable[[], str] = "",
+    ignore: tuple[type[BaseException], ...] = (),
+) -> T:
     """Call `predicate` every `interval` s until it returns a truthy value; return that value.
 
     Exceptions of the types in `ignore` count as "not yet" (e.g. httpx.HTTPError while a server
