@@ -24,12 +24,6 @@ __all__ = ["main"]
 log = logging.getLogger("vllm_rerank")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _port_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,16 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    if settings.engine_urls:
-        ports: list[int] = []
-    elif settings.engine_port:
+    # Managed engines listen on Unix sockets in a directory only this user can open (no TCP port a local
+    # process could reach around the key, limits and admission); --engine-port asks for loopback TCP.
+    ports: list[int] = []
+    if settings.engine_port and not settings.engine_urls:
         ports = [settings.engine_port + i for i in range(len(topology.engines))]
-    else:
-        ports = []
-        while len(ports) < len(topology.engines):
-            p = _free_port()
-            if p not in ports:
-                ports.append(p)
     for engine_port in ports:
         if not _port_free("127.0.0.1", engine_port):
             print(
@@ -144,7 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from gateway.app import PARENT_PID_ENV, STATE_FILE_ENV
 
-    configs = engine_configs(settings, topology, ports)
+    sockets: list[str] = []
+    socket_dir: Path | None = None
+    if not ports and topology.engines:
+        socket_dir = runtime_dir / "engines"
+        if len(str(socket_dir)) > 80:  # a Unix socket path holds at most 107 bytes
+            socket_dir = Path(tempfile.mkdtemp(prefix="vllm-rerank-sock-"))
+        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        socket_dir.chmod(0o700)
+        sockets = [str(socket_dir / f"{slot.name}.sock") for slot in topology.engines]
+    configs = engine_configs(settings, topology, ports, sockets=sockets)
     log.info(
         "service_config model=%s device=%s workers=%d engines=%s",
         topology.model,
@@ -205,24 +203,17 @@ def main(argv: list[str] | None = None) -> int:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
 
-    import uvicorn
+    from gateway.server import serve
 
     try:
         for sup in supervisors:
             sup.start()
         threading.Thread(target=watch_first_start, name="first-start", daemon=True).start()
-        uvicorn.run(
-            "gateway.app:create_app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level.lower(),
-            # Drain long enough for every accepted request to reach its own deadline (a response,
-            # 504 at worst), never a dropped connection.
-            timeout_graceful_shutdown=int(settings.request_timeout + 5),
-            access_log=False,
-        )
+        # uvicorn with --workers processes, the connection limits (--header-timeout, --body-timeout,
+        # --max-connections) and, on SIGTERM, a drain of up to --stop-grace s: the listener closes, a
+        # request in progress is answered (503 + Retry-After if it is not done by then), no connection
+        # is dropped. The engines get their own --stop-grace below.
+        serve(settings, "gateway.app:create_app_from_env")
     except SystemExit as exc:
         if isinstance(exc.code, int) and exc.code:
             exit_code = exc.code
@@ -238,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         publish()
         if not settings.runtime_dir:
             shutil.rmtree(runtime_dir, ignore_errors=True)
+        if socket_dir is not None:
+            shutil.rmtree(socket_dir, ignore_errors=True)
         log.info("service_stopped exit_code=%d", exit_code)
     return exit_code
 

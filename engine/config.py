@@ -18,6 +18,7 @@ from pathlib import Path
 from engine.families import ModelFamily
 from engine.formats import ModelFormat
 from engine.snapshot import EngineArgs
+from engine.transport import unix_url
 
 __all__ = ["QWEN3_TEMPLATE", "TEMPLATE_DIR", "EngineConfig", "LaunchMode", "detect_device", "detect_launch_mode"]
 
@@ -88,12 +89,15 @@ class EngineConfig:
     extra_args: tuple[str, ...] = ()
     extra_env: tuple[tuple[str, str], ...] = ()
     name: str = "engine0"
+    uds: str | None = None  # serve on this Unix socket instead of host:port (reachable only by its owner)
 
     def with_(self, **changes: object) -> EngineConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
     def url(self) -> str:
+        if self.uds:
+            return unix_url(self.uds)
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -159,7 +163,11 @@ class EngineConfig:
             args.append(self.model)
         else:
             args += ["--model", self.model]
-        args += ["--host", self.host, "--port", str(self.port), "--served-model-name", self.served_model_name]
+        if self.uds:
+            args += ["--uds", self.uds]
+        else:
+            args += ["--host", self.host, "--port", str(self.port)]
+        args += ["--served-model-name", self.served_model_name]
         opt: list[tuple[str, object | None]] = [
             ("--max-num-seqs", self.max_num_seqs),
             ("--max-num-batched-tokens", self.max_num_batched_tokens),

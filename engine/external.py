@@ -18,6 +18,7 @@ from engine.errors import EngineStartError
 from engine.families import FAMILIES, ModelFamily
 from engine.formats import FORMATS, FormatRefusal, ModelFormat, detect_format
 from engine.snapshot import EngineArgs, EngineSnapshot, EngineState
+from engine.transport import sync_client
 
 __all__ = ["ExternalEngine"]
 
@@ -36,6 +37,7 @@ class ExternalEngine:
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._base = self.url
         self.name = name
         self._family_override = family
         self.format: ModelFormat = _generic(family or FAMILIES["bi-encoder"])
@@ -89,7 +91,7 @@ class ExternalEngine:
 
     def _describe(self, client: httpx.Client) -> None:
         """Learn the served name and model (for family detection) from /v1/models."""
-        data = client.get(f"{self.url}/v1/models").json()
+        data = client.get(f"{self._base}/v1/models").json()
         first = (data.get("data") or [{}])[0]
         self.served_model_name = self.served_model_name or str(first.get("id", ""))
         self.model = str(first.get("root") or first.get("id") or "")
@@ -114,10 +116,11 @@ class ExternalEngine:
         self._on_change()
 
     def _run(self) -> None:
-        with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
+        client, self._base = sync_client(self.url, timeout=httpx.Timeout(2.0, connect=1.0))
+        with client:
             while not self._stop.is_set():
                 try:
-                    ok = client.get(f"{self.url}/health").status_code == 200
+                    ok = client.get(f"{self._base}/health").status_code == 200
                     if ok and (not self.served_model_name or not self.model):
                         self._describe(client)
                     if ok:

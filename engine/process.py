@@ -8,6 +8,7 @@ a SIGKILLed service does not leave its engine behind.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import logging
 import os
@@ -114,6 +115,9 @@ class EngineProcess:
         return self._proc.pid if self._proc else None
 
     def start(self) -> None:
+        if self.config.uds:  # a socket file left by a previous (crashed) run would make the bind fail
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.config.uds)
         argv = self.config.argv()
         log.info("engine_starting name=%s cmd=%s", self.config.name, " ".join(self.config.redacted_argv()))
         self.tail.clear()

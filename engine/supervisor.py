@@ -19,6 +19,7 @@ from engine.config import EngineConfig
 from engine.errors import EngineStartError
 from engine.process import EngineProcess, classify_failure, exit_cause
 from engine.snapshot import EngineSnapshot, EngineState
+from engine.transport import sync_client
 
 __all__ = ["EngineSupervisor", "RestartPolicy"]
 
@@ -74,6 +75,7 @@ class EngineSupervisor:
         self.ready_since: float | None = None
         self.max_model_len: int | None = None
         self._proc: EngineProcess | None = None
+        self._base = config.url
         self._stop = threading.Event()
         self._first_done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -184,14 +186,14 @@ class EngineSupervisor:
     def _describe(self, client: httpx.Client) -> None:
         """Read the engine's effective max_model_len (the gateway sizes truncation with it)."""
         try:
-            data = client.get(f"{self.config.url}/v1/models").json()
+            data = client.get(f"{self._base}/v1/models").json()
             self.max_model_len = int(data["data"][0]["max_model_len"])
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
             self.max_model_len = None
 
     def _healthy(self, client: httpx.Client) -> bool:
         try:
-            return client.get(f"{self.config.url}/health").status_code == 200
+            return client.get(f"{self._base}/health").status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -216,7 +218,8 @@ class EngineSupervisor:
     def _run(self) -> None:
         first = True
         oom_retried = False
-        with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as client:
+        client, self._base = sync_client(self.config.url, timeout=httpx.Timeout(2.0, connect=1.0))
+        with client:
             while not self._stop.is_set():
                 self._set(EngineState.STARTING if first else EngineState.RESTARTING)
                 proc = self._spawn()

@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Protocol
+from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
+import httpx
 
 __all__ = [
+    "UNIX_SCHEME",
     "AiohttpTransport",
     "CallableTransport",
     "ConnectFailed",
@@ -25,7 +28,34 @@ __all__ = [
     "ReadTimeout",
     "Transport",
     "TransportError",
+    "sync_client",
+    "unix_socket_of",
+    "unix_url",
 ]
+
+# An engine on a Unix socket: http+unix://<percent-encoded socket path>/<http path>.
+UNIX_SCHEME = "http+unix"
+
+
+def unix_url(socket_path: str) -> str:
+    return f"{UNIX_SCHEME}://{quote(socket_path, safe='')}"
+
+
+def unix_socket_of(url: str) -> tuple[str | None, str]:
+    """(socket path or None, the URL to send over it): `http+unix://%2Frun%2Fe.sock/score` →
+    ("/run/e.sock", "http://localhost/score"); any other URL → (None, url)."""
+    if not url.startswith(UNIX_SCHEME + "://"):
+        return None, url
+    parts = urlsplit(url)
+    rest = parts.path + (f"?{parts.query}" if parts.query else "")
+    return unquote(parts.netloc), f"http://localhost{rest}"
+
+
+def sync_client(url: str, *, timeout: httpx.Timeout) -> tuple[httpx.Client, str]:
+    """A blocking client for health checks of the engine at `url`, and the base URL to use with it."""
+    socket_path, base = unix_socket_of(url)
+    transport = httpx.HTTPTransport(uds=socket_path) if socket_path else None
+    return httpx.Client(timeout=timeout, transport=transport), base.rstrip("/")
 
 
 class TransportError(Exception):
@@ -61,21 +91,29 @@ class AiohttpTransport:
         # vLLM's uvicorn closes idle keep-alive connections after 5 s: expire ours first.
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[str | None, aiohttp.ClientSession] = {}  # by Unix socket path; None: TCP
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=self._keepalive_s, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        return self._session
+    def _get_session(self, socket_path: str | None) -> aiohttp.ClientSession:
+        session = self._sessions.get(socket_path)
+        if session is None or session.closed:
+            connector: aiohttp.BaseConnector
+            if socket_path is None:
+                connector = aiohttp.TCPConnector(
+                    limit=self._max_connections, keepalive_timeout=self._keepalive_s, ttl_dns_cache=300
+                )
+            else:
+                connector = aiohttp.UnixConnector(
+                    path=socket_path, limit=self._max_connections, keepalive_timeout=self._keepalive_s
+                )
+            session = self._sessions[socket_path] = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return session
 
     async def _request(
         self, method: str, url: str, body: bytes | None, timeout: aiohttp.ClientTimeout
     ) -> tuple[int, bytes]:
+        socket_path, url = unix_socket_of(url)
         try:
-            async with self._get_session().request(
+            async with self._get_session(socket_path).request(
                 method, url, data=body, headers=self._HEADERS, timeout=timeout
             ) as resp:
                 return resp.status, await resp.read()
@@ -99,8 +137,9 @@ class AiohttpTransport:
         return await self._request("GET", url, None, aiohttp.ClientTimeout(total=timeout))
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
+        self._sessions.clear()
 
 
 class CallableTransport:

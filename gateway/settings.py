@@ -114,7 +114,12 @@ class Settings(BaseSettings):
         None, "RERANK_ENFORCE_EAGER", "vLLM --enforce-eager (default on for CPU: faster start)."
     )
     engine_port: int = opt(
-        0, "RERANK_ENGINE_PORT", "Loopback port of the first engine (0 = pick free ones).", ge=0, le=65535
+        0,
+        "RERANK_ENGINE_PORT",
+        "Loopback TCP port of the first engine (the next ones count up). 0: every managed engine listens on a "
+        "Unix socket in a directory only this user can open, so nothing but the gateway reaches it.",
+        ge=0,
+        le=65535,
     )
     engine_replicas: int = opt(
         0,
@@ -141,6 +146,26 @@ class Settings(BaseSettings):
     ready_timeout: float = opt(600.0, "RERANK_READY_TIMEOUT", "Seconds to wait for the engine to become ready.", gt=0)
     request_timeout: float = opt(120.0, "RERANK_REQUEST_TIMEOUT", "Deadline of one rerank request, seconds.", gt=0)
     stop_grace: float = opt(15.0, "RERANK_STOP_GRACE", "Seconds the engine gets after SIGTERM before SIGKILL.", ge=0)
+    header_timeout: float = opt(
+        10.0,
+        "RERANK_HEADER_TIMEOUT",
+        "Seconds a client connection may take to send a complete request head (from when it opens, or from "
+        "the previous response); then it is closed (408 if part of a head came).",
+        gt=0,
+    )
+    body_timeout: float = opt(
+        30.0,
+        "RERANK_BODY_TIMEOUT",
+        "Seconds a request body may take to arrive after its head; then 408 and the connection is closed.",
+        gt=0,
+    )
+    max_connections: int | None = opt(
+        None,
+        "RERANK_MAX_CONNECTIONS",
+        "Open client connections per worker. At the cap a new connection closes the longest-idle one; when "
+        "none is idle it gets 503 + Retry-After. Default: min(10000, fd limit - min(1024, fd limit / 4)).",
+        ge=1,
+    )
     log_level: Level = opt("info", "LOG_LEVEL", "debug, info, warning or error.")
     strict_model_names: bool = opt(
         False,

@@ -118,8 +118,10 @@ def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: s
     )
 
 
-def engine_configs(settings: Settings, topology: Topology, ports: list[int]) -> list[EngineConfig]:
-    """One EngineConfig per managed engine, on the given loopback ports."""
+def engine_configs(
+    settings: Settings, topology: Topology, ports: list[int], *, sockets: list[str] | None = None
+) -> list[EngineConfig]:
+    """One EngineConfig per managed engine: on the given Unix sockets, else the given loopback ports."""
     cpu = topology.device == "cpu"
     fmt = topology.info.format
     max_model_len = settings.max_model_len or topology.info.default_max_len
@@ -149,9 +151,14 @@ def engine_configs(settings: Settings, topology: Topology, ports: list[int]) -> 
         extra_args=settings.vllm_args,
     )
     configs = []
-    for slot, port in zip(topology.engines, ports, strict=True):
+    endpoints: list[tuple[int, str | None]] = (
+        [(0, path) for path in sockets] if sockets else [(port, None) for port in ports]
+    )
+    for slot, (port, uds) in zip(topology.engines, endpoints, strict=True):
         env = (("CUDA_VISIBLE_DEVICES", slot.visible_devices),) if slot.visible_devices is not None else ()
         configs.append(
-            base.with_(port=port, name=slot.name, gpu_memory_utilization=slot.gpu_memory_utilization, extra_env=env)
+            base.with_(
+                port=port, uds=uds, name=slot.name, gpu_memory_utilization=slot.gpu_memory_utilization, extra_env=env
+            )
         )
     return configs

