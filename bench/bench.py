@@ -331,6 +331,9 @@ class Stack:
                 str(port),
                 "--workers",
                 str(workers[0]),
+                # the direct variants call the engine itself: loopback TCP, not the default Unix socket
+                "--engine-port",
+                str(free_port()),
                 *a.service_arg,
             ]
             p = self.start("service", argv)

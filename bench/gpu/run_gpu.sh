@@ -49,10 +49,11 @@ smi_stop() { [ -n "$SMI_PID" ] && kill $SMI_PID 2>/dev/null; SMI_PID=""; $SVC sm
 # svc_start TAG [start_service args...]: start the service (own session), wait for every engine
 svc_start() {
   local tag=$1; shift
-  stamp "service start ($tag): python3 start_service.py --device cuda --port 8000 --ready-timeout 300 $*"
+  # --engine-port: the A/B variants call the engines directly, which Unix sockets (the default) would not allow.
+  stamp "service start ($tag): python3 start_service.py --device cuda --port 8000 --engine-port 8100 --ready-timeout 300 $*"
   free_port8000
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/GPU memory before start: /'
-  setsid python3 start_service.py --device cuda --port 8000 --ready-timeout 300 "$@" > "$WORK/service_$tag.log" 2>&1 &
+  setsid python3 start_service.py --device cuda --port 8000 --engine-port 8100 --ready-timeout 300 "$@" > "$WORK/service_$tag.log" 2>&1 &
   SVC_PID=$!
   local budget=$(( $(left) - 30 )); [ $budget -gt 330 ] && budget=330
   if ! $SVC wait --pid $SVC_PID --all --timeout $budget --out "$WORK/health_$tag.json"; then
