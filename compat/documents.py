@@ -13,10 +13,17 @@ __all__ = ["MAX_DOCUMENTS", "check_query", "check_top_n", "document_texts"]
 MAX_DOCUMENTS = 10_000
 
 
-def _field_text(value: Any) -> str:
+def _field_text(value: Any, *, param: str) -> str:
+    """A field's text: a string as it is, anything else as JSON.
+
+    Raises: CompatError (400) for a value nested too deep to serialise (the gateway refuses such
+    bodies before they get here; this keeps the parser safe on its own)."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except RecursionError:
+        raise CompatError(f"invalid request: {param} is nested too deeply", param=param) from None
 
 
 def document_texts(
@@ -51,9 +58,9 @@ def document_texts(
                         f"invalid request: document at index {i} has no field {missing[0]!r} named in rank_fields",
                         param=f"{param}[{i}]",
                     )
-                text = "\n".join(f"{f}: {_field_text(doc[f])}" for f in rank_fields)
+                text = "\n".join(f"{f}: {_field_text(doc[f], param=f'{param}[{i}]')}" for f in rank_fields)
             elif "text" in doc:
-                text = _field_text(doc["text"])
+                text = _field_text(doc["text"], param=f"{param}[{i}]")
             else:
                 raise CompatError(
                     f"invalid request: document at index {i} does not have a 'text' field "

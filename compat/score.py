@@ -12,7 +12,10 @@ and LLM rerankers that is vLLM's own default, the activated probability). Raw sc
 score instead (a logit, or an embedding model's cosine).
 
 One request becomes a `ScorePlan`: one `RerankQuery` per distinct left text, each mapping its
-documents back to output positions, so N:N pairs need one engine call per distinct query.
+documents back to output positions, so N:N pairs need one engine call per distinct query. The
+groups stay one request (core's `RerankPipeline.rerank_many`): --max-documents counts all their
+pairs (`size`: N for 1:N and for N:N, whose pairs go by position), under one deadline and one
+admission ticket.
 """
 
 from __future__ import annotations

@@ -1,14 +1,20 @@
 """The request pipeline: model check → limits → plan → admission → scoring → ranking.
 
-`RerankPipeline.rerank` is the whole life of one rerank request below the HTTP layer. It is
+`RerankPipeline.rerank` is the whole life of one rerank request below the HTTP layer;
+`rerank_many` the same for several queries in one request (vLLM /score N:N), under one set of
+limits, one deadline and one admission ticket (`rerank` is its one-query case). It is
 told what to do by a `PipelinePolicy` (values, not the settings object) and reaches engines,
 tokenizers and the layer above only through protocols (core.ports, core.observer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import anyio.to_thread
 
@@ -25,7 +31,12 @@ from engine.errors import EngineUnavailableError
 from engine.snapshot import EngineSnapshot
 from engine.tokenizer import ModelTokenizer
 
-__all__ = ["PipelinePolicy", "RerankPipeline"]
+__all__ = ["GROUP_CONCURRENCY", "PipelinePolicy", "RerankPipeline"]
+
+# The queries of one `rerank_many` request (vLLM /score N:N) scored at once.
+GROUP_CONCURRENCY = 8
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -162,41 +173,107 @@ class RerankPipeline:
     async def rerank(
         self, q: RerankQuery, *, request_id: str, observer: RequestObserver = NULL_OBSERVER
     ) -> RerankOutcome:
-        """Raises: CompatError, OverloadedError, EngineError (see engine.errors)."""
-        self.check_model(q.model)
-        if len(q.texts) > self.policy.max_documents:
+        """One query against its documents: `rerank_many` of one.
+
+        Raises: CompatError, OverloadedError, EngineError (see engine.errors)."""
+        (outcome,) = await self.rerank_many((q,), request_id=request_id, observer=observer)
+        return outcome
+
+    async def rerank_many(
+        self, queries: Sequence[RerankQuery], *, request_id: str, observer: RequestObserver = NULL_OBSERVER
+    ) -> list[RerankOutcome]:
+        """Several queries (each against its own documents) as ONE request: the limits count the
+        pairs of all of them (at most `max_documents`), one deadline (`request_timeout`) and one
+        admission ticket cover them all, and at most GROUP_CONCURRENCY are scored at once. The first
+        failure fails the request and cancels the rest. `outcomes[i]` answers `queries[i]`.
+
+        Raises: CompatError, OverloadedError, EngineError (see engine.errors)."""
+        if not queries:
+            return []
+        for name in dict.fromkeys(q.model for q in queries):
+            self.check_model(name)
+        pairs = sum(len(q.texts) for q in queries)
+        if pairs > self.policy.max_documents:
+            noun = "documents" if len(queries) == 1 else "pairs"
             raise CompatError(
-                f"invalid request: too many documents: {len(q.texts)} > {self.policy.max_documents} allowed",
+                f"invalid request: too many {noun}: {pairs} > {self.policy.max_documents} allowed",
                 param="documents",
             )
-        observer.documents(len(q.texts))
+        observer.documents(pairs)
         deadline = time.monotonic() + self.policy.request_timeout
         engine = self.engines.pick()
+        prepared = await _all([partial(self._prepare, q, engine) for q in queries])
+        model = self.served_name
+        with self.admission.admit(sum(len(plan.texts) for plan, _ in prepared)):
+            scored = await _all(
+                [
+                    partial(self.scorer.score, job, plan.texts, model=model, deadline=deadline, observer=observer)
+                    for plan, job in prepared
+                ]
+            )
+        observer.tokens(sum(tokens for _, tokens in scored))
+        return [
+            self._outcome(q, engine, plan, chunk_scores, tokens, model=model, request_id=request_id)
+            for q, (plan, _), (chunk_scores, tokens) in zip(queries, prepared, scored, strict=True)
+        ]
+
+    async def _prepare(self, q: RerankQuery, engine: EngineSnapshot) -> tuple[ScoringPlan, ScoreJob]:
+        """What to send for one query: its plan (truncation, chunks) and how to score it."""
         if engine.model_format.ids_only:
-            plan, job = await self._ids_only_job(q, engine)
-        else:
-            plan = await self._plan(q, engine)
-            job = ScoreJob(
-                query=plan.query,
-                instruction=q.instruction,
-                max_tokens_per_doc=plan.engine_max_tokens,
-                truncate_to=plan.engine_truncate,
-                prompt_tokenizer=await self._prompt_tokenizer(q, engine, plan),
-            )
-        with self.admission.admit(len(plan.texts)):
-            chunk_scores, tokens = await self.scorer.score(
-                job, plan.texts, model=self.served_name, deadline=deadline, observer=observer
-            )
-        observer.tokens(tokens)
+            return await self._ids_only_job(q, engine)
+        plan = await self._plan(q, engine)
+        job = ScoreJob(
+            query=plan.query,
+            instruction=q.instruction,
+            max_tokens_per_doc=plan.engine_max_tokens,
+            truncate_to=plan.engine_truncate,
+            prompt_tokenizer=await self._prompt_tokenizer(q, engine, plan),
+        )
+        return plan, job
+
+    @staticmethod
+    def _outcome(
+        q: RerankQuery,
+        engine: EngineSnapshot,
+        plan: ScoringPlan,
+        chunk_scores: list[float],
+        tokens: int,
+        *,
+        model: str,
+        request_id: str,
+    ) -> RerankOutcome:
         if len(plan.texts) == len(q.texts):  # no chunking: one score per document, in order
             raw_scores = chunk_scores
         else:  # a document's score is its best chunk's
             raw_scores = [float("-inf")] * len(q.texts)
             for owner, score in zip(plan.owners, chunk_scores, strict=True):
                 raw_scores[owner] = max(raw_scores[owner], score)
-        kind = engine.score_kind
-        rel = relevances(kind, raw_scores, offset=engine.logit_offset)
+        rel = relevances(engine.score_kind, raw_scores, offset=engine.logit_offset)
         items = rank(rel, raw_scores=raw_scores if q.raw_scores else None, top_n=q.top_n)
         return RerankOutcome(
-            items=items, model=self.served_name, prompt_tokens=tokens, request_id=request_id, warnings=plan.warnings
+            items=items, model=model, prompt_tokens=tokens, request_id=request_id, warnings=plan.warnings
         )
+
+
+async def _all(calls: Sequence[Callable[[], Awaitable[_T]]], limit: int = GROUP_CONCURRENCY) -> list[_T]:
+    """Every call's result, in order, with at most `limit` running at once. The first failure is
+    raised once the others are cancelled and finished (nothing keeps running behind the answer)."""
+    if len(calls) <= 1:  # the rerank routes: no tasks
+        return [await call() for call in calls]
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[_T]]) -> _T:
+        async with gate:
+            return await call()
+
+    tasks = [asyncio.ensure_future(one(call)) for call in calls]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # no-op for the finished ones; on our own cancellation, stops them all
+    await asyncio.wait(tasks)
+    errors = [(t in done, exc) for t in tasks if not t.cancelled() and (exc := t.exception()) is not None]
+    if errors:  # the first to fail (not one raised while being cancelled), else any
+        raise next((exc for first, exc in errors if first), errors[0][1])
+    return [t.result() for t in tasks]

@@ -1,6 +1,14 @@
 """ASGI middleware: request id, body (read once, size-limited, parsed once), the dialect (decided
 once), auth, cancel on disconnect, one log line, metrics.
 
+Limits applied here, before any route (and so before any engine work) runs:
+- the body: at most --max-body-bytes (413), JSON (orjson refuses more than 1024 levels), an
+  object, nested at most MAX_JSON_DEPTH containers deep (400, param "body"). Every later step
+  (pydantic, `json.dumps` of object documents, orjson rendering `return_documents`, which refuses
+  more than 255 levels) can then assume shallow values;
+- the request id: a client's `X-Request-Id` is echoed and logged only when it matches
+  REQUEST_ID_PATTERN; otherwise the request gets a new uuid4 hex id (the client's is dropped).
+
 Pure ASGI (not BaseHTTPMiddleware) so it can buffer the body once with a size limit and then
 watch the connection: when the client goes away, the handler task (and with it the engine
 call) is cancelled. Routes read `request.state.json` (the parsed body), `request.state.dialect`
@@ -13,6 +21,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +35,18 @@ from compat.errors import CompatError
 from gateway.errors import BodyTooLargeError, UnauthorizedError, render_error
 from gateway.metrics import METRICS, RequestStats
 
-__all__ = ["INFERENCE_PATHS", "OPS_PATHS", "GatewayMiddleware", "KeyStore"]
+__all__ = [
+    "INFERENCE_PATHS",
+    "MAX_JSON_DEPTH",
+    "OPS_PATHS",
+    "REQUEST_ID_PATTERN",
+    "GatewayMiddleware",
+    "KeyStore",
+    "check_depth",
+    "load_body",
+    "parse_body",
+    "request_id",
+]
 
 log = logging.getLogger("vllm_rerank.access")
 
@@ -35,7 +55,22 @@ OPS_PATHS = frozenset({"/health", "/v1/health", "/metrics"})
 JSON_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"})
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
+# Containers (objects and arrays) a body may nest, the body itself included. Real requests need
+# a handful; 64 leaves documents and `meta` room and keeps every response far below orjson's 255.
+MAX_JSON_DEPTH = 64
+
+# A client's X-Request-Id is used (echoed, logged, returned as the response id) only if it matches.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id(header: str | None) -> str:
+    """The client's id when it is well formed (REQUEST_ID_PATTERN, whole), else a new uuid4 hex."""
+    if header and REQUEST_ID_PATTERN.fullmatch(header):
+        return header
+    return uuid.uuid4().hex
+
+
+def load_body(raw: bytes) -> dict[str, Any]:
     """Raises: CompatError (400) for a body that is not a JSON object."""
     if not raw.strip():
         raise CompatError("invalid request: the body is empty; send a JSON object", param="body")
@@ -45,6 +80,35 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise CompatError(f"invalid request: the body is not valid JSON ({exc})", param="body") from None
     if not isinstance(data, dict):
         raise CompatError("invalid request: the body must be a JSON object", param="body")
+    return data
+
+
+def check_depth(data: object, limit: int = MAX_JSON_DEPTH, *, raw: bytes | None = None) -> None:
+    """Raises: CompatError (400) when containers nest more than `limit` deep (the outermost is level 1).
+
+    Level by level, without recursion; scalars are skipped, so a wide body costs one pass. `raw`
+    (the JSON text of `data`): a body with at most `limit` brackets in all cannot be too deep, and
+    is not walked (most bodies: documents as strings)."""
+    if raw is not None and raw.count(b"{") + raw.count(b"[") <= limit:
+        return
+    level: list[Any] = [data] if type(data) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            raise CompatError(f"invalid request: the body is nested deeper than {limit} levels", param="body")
+        deeper: list[Any] = []
+        for container in level:
+            for value in container.values() if type(container) is dict else container:
+                if type(value) is dict or type(value) is list:
+                    deeper.append(value)
+        level = deeper
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, at most MAX_JSON_DEPTH deep. Raises: CompatError (400)."""
+    data = load_body(raw)
+    check_depth(data, raw=raw)
     return data
 
 
@@ -127,7 +191,7 @@ class GatewayMiddleware:
         t0 = time.perf_counter()
         path: str = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        rid = headers.get("x-request-id") or uuid.uuid4().hex
+        rid = request_id(headers.get("x-request-id"))
         stats = RequestStats()
         state = scope.setdefault("state", {})
         state.update(request_id=rid, stats=stats, dialect=dialect_of(path, None))
@@ -166,11 +230,16 @@ class GatewayMiddleware:
             body = read
         body_error: CompatError | None = None
         if path in JSON_PATHS and scope["method"] == "POST":
+            data: dict[str, Any] | None = None
             try:
-                state["json"] = parse_body(body)
+                data = load_body(body)
+                check_depth(data, raw=body)
             except CompatError as exc:
                 body_error = exc
-            state["dialect"] = dialect_of(path, state.get("json"))
+            else:
+                state["json"] = data
+            # a body too deep to use still names its dialect by its top-level keys
+            state["dialect"] = dialect_of(path, data)
         if self.keys.enabled and (inference or (self.protect_ops and path in OPS_PATHS)):
             auth = headers.get("authorization")
             if not self.keys.check(auth):

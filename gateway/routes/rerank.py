@@ -13,7 +13,6 @@ rendered in that dialect by gateway.errors.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -29,9 +28,6 @@ from gateway.deps import Runtime, RuntimeDep
 __all__ = ["router"]
 
 router = APIRouter()
-
-# N:N score requests make one engine call per distinct query; this many run at once.
-_SCORE_GROUP_CONCURRENCY = 8
 
 
 def _json(data: Any) -> Response:
@@ -77,14 +73,10 @@ async def rerank_bare(request: Request, rt: RuntimeDep) -> Response:
 @router.post("/score", operation_id="score", summary="vLLM score API")
 @router.post("/v1/score", operation_id="score_v1", include_in_schema=False)
 async def score_pairs(request: Request, rt: RuntimeDep) -> Response:
+    """One pipeline request for all the query groups: --max-documents counts every pair, and one
+    deadline and one admission ticket cover the whole HTTP request."""
     plan = score.parse_score(score.ScoreRequest.model_validate(request.state.json))
-    rid = request.state.request_id
-    stats = request.state.stats
-    gate = asyncio.Semaphore(_SCORE_GROUP_CONCURRENCY)
-
-    async def one(q: RerankQuery) -> RerankOutcome:
-        async with gate:
-            return await rt.pipeline.rerank(q, request_id=rid, observer=stats)
-
-    outcomes = await asyncio.gather(*(one(g.query) for g in plan.groups))
+    outcomes = await rt.pipeline.rerank_many(
+        [g.query for g in plan.groups], request_id=request.state.request_id, observer=request.state.stats
+    )
     return _json(score.render_score(plan, outcomes))
