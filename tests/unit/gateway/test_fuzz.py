@@ -108,7 +108,34 @@ def test_deep_json_is_a_4xx(client: TestClient) -> None:
     deep = "[" * 5000 + "]" * 5000
     _check(client.post("/v1/rerank", content=deep))
     nested = '{"query": "q", "documents": [{"text": "a", "x": ' + "[" * 900 + "]" * 900 + "}]}"
-    assert client.post("/v1/rerank", content=nested).status_code == 200
+    assert client.post("/v1/rerank", content=nested).status_code == 400  # past the documented 64 levels
+
+
+def _nest(depth: int, leaf: object) -> object:
+    value = leaf
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+NEST_SITES = [
+    ("/v1/rerank", lambda v: {"query": "q", "documents": [{"text": v}]}),
+    ("/v1/rerank", lambda v: {"query": "q", "documents": [{"text": "a", "meta": v}], "return_documents": True}),
+    ("/v2/rerank", lambda v: {"query": "q", "documents": [{"title": v}], "rank_fields": ["title"]}),
+    ("/v1/rerank", lambda v: {"query": v, "documents": ["a"], "top_k": 1}),
+    ("/rerank", lambda v: {"query": "q", "texts": ["a"], "extra": v}),
+    ("/score", lambda v: {"text_1": "q", "text_2": [v]}),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(site=st.sampled_from(NEST_SITES), depth=st.integers(0, 400), leaf=json_leaf)
+def test_nesting_at_any_depth_in_any_field_is_never_5xx(client: TestClient, site, depth: int, leaf: object) -> None:  # type: ignore[no-untyped-def]
+    route, body = site
+    r = client.post(route, json=body(_nest(depth, leaf)))
+    _check(r)
+    if depth > 64:
+        assert r.status_code == 400, (route, depth, r.text)
 
 
 def test_body_over_the_limit_is_413(client: TestClient) -> None:
