@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             c,
             ready_timeout_s=settings.ready_timeout,
             stop_grace_s=settings.stop_grace,
+            hang_timeout_s=settings.hang_timeout,
             on_change=publish,
             policy=RestartPolicy(
                 cap_s=settings.restart_backoff_cap,

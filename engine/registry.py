@@ -65,7 +65,9 @@ class EngineRegistry:
         ready = [e for e in engines if e.ready and e.url not in exclude] or [e for e in engines if e.ready]
         if not ready:
             states = ", ".join(f"{e.name}={e.state.value}" for e in engines) or "none configured"
-            retry = 5.0 if any(e.state in _COMING for e in engines) else 30.0
+            coming = [e for e in engines if e.state in _COMING]
+            # Retry once a restart is expected to be done: the engine's last start time, as measured.
+            retry = max((e.start_seconds or 5.0 for e in coming), default=30.0)
             raise EngineUnavailableError(f"no engine is ready ({states})", retry_after=retry)
         if len(ready) == 1:
             return ready[0]

@@ -77,6 +77,7 @@ class EngineSnapshot(_Frozen):
     restarts: int = Field(default=0, ge=0)
     last_error: str | None = None
     ready_since: float | None = None
+    start_seconds: float | None = None  # how long its last start took: the wait a restart will cost
 
     @model_validator(mode="after")
     def _known_family(self) -> EngineSnapshot:

@@ -59,6 +59,7 @@ class EngineSupervisor:
         policy: RestartPolicy | None = None,
         health_interval_s: float = 5.0,
         health_failures: int = 3,
+        hang_timeout_s: float = 30.0,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
@@ -67,6 +68,8 @@ class EngineSupervisor:
         self.policy = policy or RestartPolicy()
         self.health_interval_s = health_interval_s
         self.health_failures = health_failures
+        self.hang_timeout_s = hang_timeout_s
+        self.start_seconds: float | None = None  # how long the last start took (Retry-After while restarting)
         self._on_change = on_change or (lambda: None)
         self.state = EngineState.STOPPED
         self.restarts = 0
@@ -132,6 +135,7 @@ class EngineSupervisor:
             restarts=self.restarts,
             last_error=self.last_error,
             ready_since=self.ready_since,
+            start_seconds=self.start_seconds,
         )
 
     # ------------------------------------------------------------------ internals
@@ -160,11 +164,9 @@ class EngineSupervisor:
                 cause, line = classify_failure(list(proc.tail))
                 return EngineStartError(f"engine exited with code {rc} during start ({cause}): {line}", cause=cause)
             if self._healthy(client):
+                self.start_seconds = time.monotonic() - proc.started_at
                 log.info(
-                    "engine_ready name=%s url=%s after=%.1fs",
-                    self.config.name,
-                    self.config.url,
-                    time.monotonic() - proc.started_at,
+                    "engine_ready name=%s url=%s after=%.1fs", self.config.name, self.config.url, self.start_seconds
                 )
                 return None
             if time.monotonic() > deadline:
@@ -197,23 +199,84 @@ class EngineSupervisor:
         except httpx.HTTPError:
             return False
 
+    def _progress(self, client: httpx.Client) -> tuple[bool, float] | None:
+        """(work pending, prompt tokens processed so far) from the engine's own metrics, or None when
+        they cannot be read. vLLM's API server answers /health (and /metrics) even while its
+        EngineCore is stuck, so liveness needs proof of work, not an answer."""
+        try:
+            r = client.get(f"{self._base}/metrics")
+        except httpx.HTTPError:
+            return None
+        if r.status_code != 200:
+            return None
+        pending = 0.0
+        tokens = 0.0
+        found = False
+        for line in r.text.splitlines():
+            if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting")):
+                pending += _sample_value(line)
+                found = True
+            elif line.startswith("vllm:prompt_tokens_total"):
+                tokens += _sample_value(line)
+        return (pending > 0, tokens) if found else None
+
+    def _probe(self, client: httpx.Client) -> bool:
+        """One tiny real scoring call, answered within the hang timeout."""
+        body = {"model": self.config.served_model_name, "text_1": "ping", "text_2": ["ping"]}
+        try:
+            r = client.post(f"{self._base}/score", json=body, timeout=max(1.0, self.hang_timeout_s))
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
     def _monitor(self, proc: EngineProcess, client: httpx.Client) -> None:
-        """Return when the process died, hung (health failed repeatedly) or stop() was called."""
+        """Return when the process died, hung or stop() was called.
+
+        Hung: /health failed `health_failures` times in a row, or the engine core made no progress for
+        `hang_timeout_s`: work was pending and no prompt token was processed, or (when idle) a tiny
+        scoring probe got no answer. A hung engine is marked restarting at once (no new requests go to
+        it; requests waiting on it fail over or get 503 + Retry-After when it is killed) and restarted."""
         misses = 0
         next_check = time.monotonic() + self.health_interval_s
+        stalled_since: float | None = None
+        last_tokens: float | None = None
         while not self._stop.is_set() and proc.alive():
             self._stop.wait(0.2)
-            if time.monotonic() >= next_check and proc.alive() and not self._stop.is_set():
-                next_check = time.monotonic() + self.health_interval_s
-                if self._healthy(client):
-                    misses = 0
-                else:
-                    misses += 1
-                    if misses >= self.health_failures:
-                        self.last_error = f"engine unhealthy for {misses} checks; killing it"
-                        log.error("engine_hung name=%s misses=%d", self.config.name, misses)
-                        proc.stop(1.0)
-                        return
+            if time.monotonic() < next_check or not proc.alive() or self._stop.is_set():
+                continue
+            next_check = time.monotonic() + self.health_interval_s
+            if self._healthy(client):
+                misses = 0
+            else:
+                misses += 1
+                if misses >= self.health_failures:
+                    self._hung(proc, f"engine unhealthy for {misses} checks")
+                    return
+                continue
+            if self.hang_timeout_s <= 0:
+                continue
+            checked_at = time.monotonic()
+            progress = self._progress(client)
+            if progress is not None and progress[0]:  # busy: is it getting anywhere?
+                stalled = last_tokens is not None and progress[1] == last_tokens
+                last_tokens = progress[1]
+            else:  # idle, or no metrics: ask it to score something tiny
+                last_tokens = progress[1] if progress is not None else None
+                stalled = not self._probe(client)
+            now = time.monotonic()
+            if not stalled:
+                stalled_since = None
+            elif stalled_since is None:
+                stalled_since = checked_at
+            if stalled_since is not None and now - stalled_since >= self.hang_timeout_s:
+                self._hung(proc, f"engine core made no progress for {now - stalled_since:.0f}s")
+                return
+
+    def _hung(self, proc: EngineProcess, why: str) -> None:
+        self.last_error = f"{why}; restarting it"
+        log.error("engine_hung name=%s %s", self.config.name, why)
+        self._set(EngineState.RESTARTING)  # out of rotation before the (slow) kill
+        proc.stop(1.0)
 
     def _run(self) -> None:
         first = True
@@ -287,3 +350,10 @@ class EngineSupervisor:
                 self._stop.wait(delay)
                 self.last_error = None if not self._stop.is_set() else self.last_error
         self._first_done.set()
+
+
+def _sample_value(line: str) -> float:
+    try:
+        return float(line.rsplit(" ", 1)[1])
+    except (IndexError, ValueError):
+        return 0.0

