@@ -23,7 +23,7 @@ from compat.model import RerankOutcome, RerankQuery
 from core.admission import Admission
 from core.cache import ScoreCache
 from core.observer import NULL_OBSERVER, RequestObserver
-from core.plan import ScoringPlan, fits_without_tokenizer, plan_request, unchanged
+from core.plan import ScoringPlan, admission_units, fits_without_tokenizer, plan_request, precut, unchanged
 from core.ports import EngineDirectory, EngineDoor, TokenizerSource
 from core.ranking import rank, relevances
 from core.scoring import ScoreJob, Scorer
@@ -204,7 +204,7 @@ class RerankPipeline:
         engine = self.engines.pick()
         prepared = await _all([partial(self._prepare, q, engine) for q in queries])
         model = self.served_name
-        with self.admission.admit(sum(len(plan.texts) for plan, _ in prepared)):
+        with self.admission.admit(sum(admission_units(plan.query, plan.texts) for plan, _ in prepared)):
             scored = await _all(
                 [
                     partial(self.scorer.score, job, plan.texts, model=model, deadline=deadline, observer=observer)
@@ -219,6 +219,7 @@ class RerankPipeline:
 
     async def _prepare(self, q: RerankQuery, engine: EngineSnapshot) -> tuple[ScoringPlan, ScoreJob]:
         """What to send for one query: its plan (truncation, chunks) and how to score it."""
+        q = precut(q, engine.max_model_len)
         if engine.model_format.ids_only:
             return await self._ids_only_job(q, engine)
         plan = await self._plan(q, engine)

@@ -7,6 +7,8 @@ or whether documents are split into chunks (`max_chunks_per_doc`). It never call
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from compat.errors import CompatError
@@ -14,7 +16,7 @@ from compat.model import RerankQuery
 from engine.snapshot import ModelWindow
 from engine.tokenizer import QWEN3_DEFAULT_INSTRUCTION, QWEN3_PREFIX, QWEN3_SUFFIX, ModelTokenizer
 
-__all__ = ["ScoringPlan", "fits_without_tokenizer", "plan_request", "unchanged"]
+__all__ = ["ScoringPlan", "admission_units", "fits_without_tokenizer", "plan_request", "precut", "unchanged"]
 
 _ENCODER_FRAME = 8  # bytes of slack for a cross-/bi-encoder's special tokens
 
@@ -35,6 +37,31 @@ class ScoringPlan:
     engine_max_tokens: int | None
     warnings: tuple[str, ...]
     engine_truncate: int | None = None
+
+
+# No token of the tokenizers served here covers more than this many characters (WordPiece gives up on
+# words longer than 100 characters); text beyond `window x this` can never reach the model.
+MAX_CHARS_PER_TOKEN = 100
+# Admission counts a pair as one unit per this many characters (at least one): a 19 MB document is not
+# "one pair" of work.
+ADMISSION_CHARS = 4096
+
+
+def precut(q: RerankQuery, window: int | None) -> RerankQuery:
+    """`q` with every text longer than the model could ever read cut to `window x MAX_CHARS_PER_TOKEN`
+    characters (times the chunks asked for), so neither the gateway's tokenizer nor the engine's
+    reads megabytes it would throw away. Scores are unchanged: what is cut lies past the window."""
+    if not window:
+        return q
+    cap = window * max(1, q.max_chunks_per_doc or 1) * MAX_CHARS_PER_TOKEN
+    if len(q.query) <= cap and all(len(t) <= cap for t in q.texts):
+        return q
+    return dataclasses.replace(q, query=q.query[:cap], texts=tuple(t[:cap] for t in q.texts))
+
+
+def admission_units(query: str, texts: Sequence[str]) -> int:
+    """What a request costs the in-flight budget: a pair per text, more for long ones."""
+    return sum(1 + (len(query) + len(t)) // ADMISSION_CHARS for t in texts)
 
 
 def unchanged(q: RerankQuery, *, warnings: tuple[str, ...] = (), query: str | None = None) -> ScoringPlan:

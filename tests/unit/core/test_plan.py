@@ -116,3 +116,23 @@ def test_chunks_split_long_documents_and_keep_their_owner() -> None:
     assert plan.texts == ("a" * 5, "b" * 10, "b" * 10)  # at most 2 chunks of the 25
     assert plan.owners == (0, 1, 1)
     assert plan.engine_max_tokens == 10
+
+
+def test_text_no_model_could_read_is_cut_before_any_tokenizer_sees_it() -> None:
+    from core.plan import MAX_CHARS_PER_TOKEN, precut
+
+    huge = "x" * 20_000_000
+    q = _q("query", "short", huge)
+    cut = precut(q, 512)
+    assert cut.texts[0] == "short" and len(cut.texts[1]) == 512 * MAX_CHARS_PER_TOKEN
+    assert precut(_q("q", "short"), 512) is not None and precut(_q("q", "short"), 512).texts == ("short",)
+    assert precut(q, None) is q  # window unknown: nothing to bound by
+    chunked = precut(_q("q", huge, max_chunks_per_doc=3), 512)
+    assert len(chunked.texts[0]) == 3 * 512 * MAX_CHARS_PER_TOKEN  # room for every chunk asked for
+
+
+def test_admission_counts_long_texts_as_more_than_one_pair() -> None:
+    from core.plan import ADMISSION_CHARS, admission_units
+
+    assert admission_units("q", ["a", "b", "c"]) == 3
+    assert admission_units("q", ["a", "x" * (10 * ADMISSION_CHARS)]) == 1 + 11
