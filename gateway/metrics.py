@@ -9,9 +9,11 @@ appended, labelled with `engine=` when there are several) — so one scrape cove
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -19,7 +21,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from engine import EngineSnapshot
 
-__all__ = ["METRICS", "RequestStats", "label_engine_metrics", "render_metrics"]
+__all__ = [
+    "ENGINE_METRICS_TTL_S",
+    "METRICS",
+    "EngineMetricsCache",
+    "RequestStats",
+    "label_engine_metrics",
+    "render_metrics",
+]
 
 _MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -60,6 +69,15 @@ class _Metrics:
         self.cache = Counter("vllm_rerank_score_cache_total", "Score cache lookups", ["result"])
         self.disconnects = Counter(
             "vllm_rerank_client_disconnects_total", "Requests cancelled because the client went away"
+        )
+        self.connections = Gauge(
+            "vllm_rerank_open_connections", "Client connections open (all workers)", multiprocess_mode="livesum"
+        )
+        self.connections_closed = Counter(
+            "vllm_rerank_connections_closed_total",
+            "Client connections the server closed itself: header_timeout, body_timeout (408), evicted (idle, "
+            "at --max-connections), refused (503 at --max-connections), drain_timeout (503 at --stop-grace)",
+            ["reason"],
         )
 
 
@@ -132,6 +150,48 @@ class _ScrapeTimeCollector:
     def collect(self) -> Iterable[Metric]:
         yield from _engine_families(self.engines)
         yield from _gpu_families()
+
+
+# How long a worker reuses the engines' /metrics texts: scrapes (unauthenticated unless --protect-ops)
+# then cost each engine at most one call per worker per interval, however many scrapers there are.
+ENGINE_METRICS_TTL_S = 2.0
+
+EngineTexts = list[tuple[str, str]]
+
+
+class EngineMetricsCache:
+    """The engines' own metrics texts, fetched at most once per `ttl` s; concurrent scrapes wait for
+    the one fetch in progress instead of starting their own."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[EngineTexts]],
+        *,
+        ttl: float = ENGINE_METRICS_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._clock = clock
+        self._texts: EngineTexts | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> EngineTexts | None:
+        if self._texts is not None and self._clock() - self._at < self._ttl:
+            return self._texts
+        return None
+
+    async def get(self) -> EngineTexts:
+        texts = self._fresh()
+        if texts is not None:
+            return texts
+        async with self._lock:
+            texts = self._fresh()
+            if texts is None:
+                texts = await self._fetch()
+                self._texts, self._at = texts, self._clock()
+            return texts
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([^}]*)\})?(\s.*)$")

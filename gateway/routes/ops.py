@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from engine import EngineSnapshot, EngineState
 from gateway.deps import Runtime, RuntimeDep
-from gateway.metrics import render_metrics
+from gateway.metrics import EngineMetricsCache, render_metrics
 
 __all__ = ["router"]
 
@@ -97,7 +97,17 @@ async def list_models(request: Request, rt: RuntimeDep) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
+def _engine_metrics(request: Request, rt: Runtime) -> EngineMetricsCache:
+    """This app's cache of the engines' metrics (one per engine client, i.e. per worker and lifespan)."""
+    state = request.app.state
+    cache: EngineMetricsCache | None = getattr(state, "engine_metrics_cache", None)
+    if cache is None or getattr(state, "engine_metrics_client", None) is not rt.client:
+        cache = EngineMetricsCache(rt.client.engine_metrics)
+        state.engine_metrics_cache, state.engine_metrics_client = cache, rt.client
+    return cache
+
+
 @router.get("/metrics", operation_id="metrics")
 async def metrics(request: Request, rt: RuntimeDep) -> Response:
-    text = render_metrics(rt.registry.engines(), await rt.client.engine_metrics())
+    text = render_metrics(rt.registry.engines(), await _engine_metrics(request, rt).get())
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
