@@ -111,12 +111,12 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
 
 # Shutdown: `docker stop` sends STOPSIGNAL to tini, which forwards it to start_service.py only
 # (not `tini -g`: uvicorn's workers would get a second SIGTERM and skip the drain). The service
-# lets uvicorn drain the requests in flight for up to RERANK_REQUEST_TIMEOUT + 5 s (125 s by
-# default), then SIGTERMs the engine's process group and SIGKILLs it after RERANK_STOP_GRACE s
-# (default 15). An idle service stops in a few seconds, inside Docker's default 10 s; for a full
-# drain under load give Docker more than drain + grace (140 s by default):
-# `docker stop -t 150` / `docker run --stop-timeout 150`. If Docker's timeout hits first it
-# SIGKILLs PID 1 and the kernel kills everything in the container, engine included.
+# closes its listener and drains the requests in flight for up to RERANK_STOP_GRACE s (default
+# 15; a request still running then gets 503 + Retry-After), then SIGTERMs the engine's process
+# group and SIGKILLs it after another RERANK_STOP_GRACE s. An idle service stops in a few seconds,
+# inside Docker's default 10 s; under load give Docker more than 2 x RERANK_STOP_GRACE + 1 (31 s
+# by default): `docker stop -t 40` / `docker run --stop-timeout 40`. If Docker's timeout hits
+# first it SIGKILLs PID 1 and the kernel kills everything in the container, engine included.
 STOPSIGNAL SIGTERM
 USER 10001:0
 ENTRYPOINT ["/usr/bin/tini", "--", "python3", "/app/start_service.py"]

@@ -155,6 +155,17 @@ def test_pods_run_as_the_images_non_root_user() -> None:
                 assert sc["runAsNonRoot"] is True and sc["runAsUser"] == uid
 
 
+# On SIGTERM (gateway/server.py, start_service.py): the drain of requests in flight lasts up to
+# --stop-grace s, with uvicorn's cancel 1 s later as a backstop; then each managed engine gets
+# --stop-grace s more before SIGKILL.
+DRAIN_BACKSTOP_S = 1.0
+
+
+def stop_budget(stop_grace: float, *, engines: bool) -> float:
+    """The longest a stop can take: the drain, then (with engines of its own) the engine's grace."""
+    return stop_grace + DRAIN_BACKSTOP_S + (stop_grace if engines else 0.0)
+
+
 def test_termination_grace_covers_prestop_and_drain() -> None:
     for path in manifest_files():
         for doc in load(path):
@@ -167,8 +178,7 @@ def test_termination_grace_covers_prestop_and_drain() -> None:
                 grace = float(env_values(c).get("RERANK_STOP_GRACE", "15"))
                 pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
                 sleep = float(pre[1]) if pre[:1] == ["sleep"] else 0.0
-                engines = 0 if "--engine-url" in c.get("args", []) else 1
-                need = sleep + grace * (1 + engines)
+                need = sleep + stop_budget(grace, engines="--engine-url" not in c.get("args", []))
                 assert spec["terminationGracePeriodSeconds"] > need, f"{path}: grace < {need}s"
 
 
@@ -238,6 +248,28 @@ def test_schema_valid_with_kubernetes_validate(path: Path) -> None:
             kv.validate(doc, kv.latest_version(), strict=True)
         except kv.ValidationError as exc:
             pytest.fail(f"{path}: {doc['kind']}/{doc['metadata']['name']}: {exc.message}")
+
+
+def test_documented_docker_stop_timeouts_cover_the_stop_budget() -> None:
+    """Every `--stop-timeout N` / `docker stop -t N` / `stop_grace_period: Ns` in docs/deploy.md and the
+    Dockerfile covers a full stop with the default --stop-grace, and the grace periods in the docs'
+    Kubernetes paragraph are the manifests'."""
+    from gateway.settings import Settings
+
+    default = stop_budget(Settings().stop_grace, engines=True)
+    for path in (ROOT / "docs" / "deploy.md", ROOT / "Dockerfile"):
+        text = path.read_text()
+        found = re.findall(r"(?:--stop-timeout |docker stop -t |stop_grace_period: )(\d+)", text)
+        assert found, f"{path.name}: no Docker stop timeout documented"
+        for value in found:
+            assert int(value) > default + 1, f"{path.name}: stop timeout {value}s < {default + 1}s"
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    for directory, name in (("managed", "vllm-rerank"), ("external", "vllm-rerank-gateway")):
+        deployment = next(
+            d for d in docs_in(DEPLOY / directory) if d["kind"] == "Deployment" and d["metadata"]["name"] == name
+        )
+        seconds = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert f"{seconds} s for" in text, (directory, seconds)
 
 
 def test_docs_settings_table_matches_the_settings() -> None:
