@@ -145,7 +145,13 @@ class Settings(BaseSettings):
     )
     ready_timeout: float = opt(600.0, "RERANK_READY_TIMEOUT", "Seconds to wait for the engine to become ready.", gt=0)
     request_timeout: float = opt(120.0, "RERANK_REQUEST_TIMEOUT", "Deadline of one rerank request, seconds.", gt=0)
-    stop_grace: float = opt(15.0, "RERANK_STOP_GRACE", "Seconds the engine gets after SIGTERM before SIGKILL.", ge=0)
+    stop_grace: float = opt(
+        15.0,
+        "RERANK_STOP_GRACE",
+        "On SIGTERM: seconds requests in flight get to finish (then 503 + Retry-After), and then, separately, "
+        "seconds the engine gets after its SIGTERM before SIGKILL.",
+        ge=0,
+    )
     header_timeout: float = opt(
         10.0,
         "RERANK_HEADER_TIMEOUT",
