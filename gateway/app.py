@@ -23,7 +23,7 @@ from engine.tokenizer import ModelTokenizer, load_tokenizer, loaded_tokenizer
 from engine.transport import Transport
 from gateway.deps import Runtime
 from gateway.errors import register_error_handlers
-from gateway.metrics import METRICS
+from gateway.metrics import METRICS, EngineMetricsCache
 from gateway.middleware import GatewayMiddleware, KeyStore
 from gateway.routes import ops, rerank
 from gateway.settings import SETTINGS_ENV, Settings
@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     """The app for one worker. `engine_transport` replaces the HTTP transport to the engines
     (tests inject faults and fuzz with it)."""
     topology = plan_topology(settings)
+    keys = KeyStore(settings.api_keys, settings.api_key_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +79,13 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
         client = EngineClient(registry, transport=engine_transport)
         pipeline = build_pipeline(settings, topology, registry, client)
         app.state.runtime = Runtime(
-            settings=settings, topology=topology, registry=registry, client=client, pipeline=pipeline
+            settings=settings,
+            topology=topology,
+            registry=registry,
+            client=client,
+            pipeline=pipeline,
+            engine_metrics=EngineMetricsCache(client.engine_metrics),
+            keys=keys,
         )
         warm = asyncio.ensure_future(_preload_tokenizer(pipeline, registry))
         try:
@@ -90,7 +97,7 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     app = FastAPI(title="vllm-rerank", version="0.1.0", lifespan=lifespan)
     app.add_middleware(
         GatewayMiddleware,
-        keys=KeyStore(settings.api_keys, settings.api_key_file),
+        keys=keys,
         protect_ops=settings.protect_ops,
         max_body_bytes=settings.max_body_bytes,
     )

@@ -9,6 +9,8 @@ from fastapi import Depends, Request
 
 from core import RerankPipeline
 from engine import EngineClient, EngineRegistry
+from gateway.metrics import EngineMetricsCache
+from gateway.middleware import KeyStore
 from gateway.settings import Settings
 from gateway.topology import Topology
 
@@ -22,6 +24,8 @@ class Runtime:
     registry: EngineRegistry
     client: EngineClient
     pipeline: RerankPipeline
+    engine_metrics: EngineMetricsCache  # the engines' /metrics, fetched at most every few seconds
+    keys: KeyStore  # the accepted API keys (the middleware's own store)
 
 
 def _runtime(request: Request) -> Runtime:

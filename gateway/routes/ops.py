@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from engine import EngineSnapshot, EngineState
 from gateway.deps import Runtime, RuntimeDep
-from gateway.metrics import EngineMetricsCache, render_metrics
+from gateway.metrics import render_metrics
 
 __all__ = ["router"]
 
@@ -44,7 +44,12 @@ def _engine_public(e: EngineSnapshot) -> dict[str, Any]:
     }
 
 
-def health_body(rt: Runtime) -> tuple[int, dict[str, Any]]:
+_PRIVATE_ENGINE_FIELDS = ("url", "pid", "last_error")
+
+
+def health_body(rt: Runtime, *, detailed: bool = True) -> tuple[int, dict[str, Any]]:
+    """The health answer; without `detailed`, no paths, pids or engine addresses (a caller without
+    the key of a service that has keys)."""
     engines = rt.registry.engines()
     settings = rt.settings
     status = _status(engines)
@@ -74,13 +79,22 @@ def health_body(rt: Runtime) -> tuple[int, dict[str, Any]]:
         "inflight_pairs": rt.pipeline.admission.inflight,
         "max_inflight_pairs_per_worker": rt.pipeline.admission.limit,
     }
+    if not detailed:
+        body["model_path"] = None
+        for engine in (body["engine"], *body["engines"]):
+            if engine is not None:
+                for key in _PRIVATE_ENGINE_FIELDS:
+                    engine.pop(key, None)
     return (200 if status == "ready" else 503), body
 
 
 @router.get("/health", operation_id="health")
 @router.get("/v1/health", operation_id="health_v1", include_in_schema=False)
 async def health(request: Request, rt: RuntimeDep) -> Response:
-    status, body = health_body(rt)
+    # Engine addresses, pids and paths are for operators: behind the key when the service has keys
+    # (with --protect-ops the middleware already asked for it).
+    detailed = not rt.keys.enabled or rt.keys.check(request.headers.get("authorization"))
+    status, body = health_body(rt, detailed=detailed)
     headers = {} if status == 200 else {"Retry-After": "5"}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
@@ -97,17 +111,7 @@ async def list_models(request: Request, rt: RuntimeDep) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
-def _engine_metrics(request: Request, rt: Runtime) -> EngineMetricsCache:
-    """This app's cache of the engines' metrics (one per engine client, i.e. per worker and lifespan)."""
-    state = request.app.state
-    cache: EngineMetricsCache | None = getattr(state, "engine_metrics_cache", None)
-    if cache is None or getattr(state, "engine_metrics_client", None) is not rt.client:
-        cache = EngineMetricsCache(rt.client.engine_metrics)
-        state.engine_metrics_cache, state.engine_metrics_client = cache, rt.client
-    return cache
-
-
 @router.get("/metrics", operation_id="metrics")
 async def metrics(request: Request, rt: RuntimeDep) -> Response:
-    text = render_metrics(rt.registry.engines(), await _engine_metrics(request, rt).get())
+    text = render_metrics(rt.registry.engines(), await rt.engine_metrics.get())
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

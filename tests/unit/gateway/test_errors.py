@@ -122,3 +122,13 @@ def test_a_body_that_is_not_json_is_400_in_the_paths_dialect(client: TestClient)
     assert r.status_code == 400 and _shape(r.json()) == "cohere"
     r = client.post("/score", content=b"[1]", headers={"Authorization": "Bearer k"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "body"
+
+
+def test_public_health_shows_no_engine_address_pid_or_path_without_the_key(client: TestClient) -> None:
+    public = client.get("/health").json()
+    assert public["status"] == "ready" and public["engines"][0]["state"] == "ready"
+    assert public["model_path"] is None
+    for engine in (public["engine"], *public["engines"]):
+        assert not {"url", "pid", "last_error"} & set(engine)
+    operator = client.get("/health", headers={"Authorization": "Bearer k"}).json()
+    assert operator["engines"][0]["url"] == "http://engine" and operator["model_path"]
