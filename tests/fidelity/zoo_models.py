@@ -85,30 +85,38 @@ def build_ms_marco(out: Path, words: list[str]) -> Path:
     return out
 
 
-def build_xlmr(out: Path, words: list[str], *, seed: int = 4) -> Path:
-    """An XLM-R cross-encoder with one label (bge-reranker-v2-m3's layout: <s> A </s></s> B </s>)."""
-    out.mkdir(parents=True, exist_ok=True)
-    specials = ["<s>", "<pad>", "</s>", "[UNK]", "<mask>"]
+def _encoder_tokenizer(
+    out: Path, words: list[str], *, cls: str, sep: str, pad: str, mask: str, pair: str
+) -> dict[str, int]:
+    """Save a word-level pair tokenizer (`pair`: its template) for a tiny cross-encoder; returns its vocabulary."""
+    specials = [cls, pad, sep, "[UNK]", mask]
     vocab = _vocab(specials, [], words)
     tok = _word_tokenizer(vocab, specials)
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])],
+        single=f"{cls} $A {sep}", pair=pair, special_tokens=[(cls, vocab[cls]), (sep, vocab[sep])]
     )
     PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
+        bos_token=cls,
+        eos_token=sep,
+        sep_token=sep,
+        cls_token=cls,
         unk_token="[UNK]",
-        pad_token="<pad>",
-        mask_token="<mask>",
+        pad_token=pad,
+        mask_token=mask,
         model_max_length=512,
         clean_up_tokenization_spaces=False,
         model_input_names=["input_ids", "attention_mask"],
     ).save_pretrained(out)
+    return vocab
+
+
+def build_xlmr(out: Path, words: list[str], *, seed: int = 4) -> Path:
+    """An XLM-R cross-encoder with one label (bge-reranker-v2-m3's layout: <s> A </s></s> B </s>)."""
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = _encoder_tokenizer(
+        out, words, cls="<s>", sep="</s>", pad="<pad>", mask="<mask>", pair="<s> $A </s> </s> $B </s>"
+    )
     cfg = XLMRobertaConfig(
         vocab_size=max(1024, len(vocab)),
         hidden_size=128,
@@ -133,25 +141,9 @@ def build_xlmr(out: Path, words: list[str], *, seed: int = 4) -> Path:
 def build_modernbert(out: Path, words: list[str], *, seed: int = 7) -> Path:
     """A ModernBERT cross-encoder with one label (gte-reranker-modernbert-base's layout)."""
     out.mkdir(parents=True, exist_ok=True)
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = _vocab(specials, [], words)
-    tok = _word_tokenizer(vocab, specials)
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    vocab = _encoder_tokenizer(
+        out, words, cls="[CLS]", sep="[SEP]", pad="[PAD]", mask="[MASK]", pair="[CLS] $A [SEP] $B [SEP]"
     )
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=512,
-        clean_up_tokenization_spaces=False,
-        model_input_names=["input_ids", "attention_mask"],
-    ).save_pretrained(out)
     cfg = ModernBertConfig(
         vocab_size=max(1024, len(vocab)),
         hidden_size=128,
