@@ -14,6 +14,7 @@ import pytest
 
 from engine import FAMILIES
 from engine.tokenizer import load_tokenizer
+from engine.transport import sync_client
 from tests.support.service import ServiceProcess
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]
@@ -22,7 +23,11 @@ INSTRUCTION = "Given a claim, retrieve passages that support or refute the claim
 
 
 def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = httpx.post(url, json=body, timeout=120)
+    """POST to the engine itself, which listens on a Unix socket (an http+unix:// URL)."""
+    engine_url, _, path = url.rpartition("/")
+    client, base = sync_client(engine_url, timeout=httpx.Timeout(120.0))
+    with client:
+        r = client.post(f"{base}/{path}", json=body)
     assert r.status_code == 200, r.text
     return dict(r.json())
 
