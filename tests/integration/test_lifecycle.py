@@ -143,7 +143,8 @@ def test_engine_sigkilled_under_20_clients_then_sigterm_under_load() -> None:
 
         # SIGTERM with requests in flight: each in-flight request is answered.
         tree = _descendants(svc.proc.pid)
-        big = {"query": "cats", "documents": [f"document number {i} about cats" for i in range(64)]}
+        # Large enough that the 8 stay in flight together for a while, even on an idle engine.
+        big = {"query": "cats", "documents": [f"document number {i} about cats and dogs and birds" for i in range(256)]}
         clients = [httpx.Client(timeout=180) for _ in range(8)]
         for c in clients:  # open keep-alive connections first: the requests below are truly in flight
             c.post(f"{svc.url}/v1/rerank", json=body)
