@@ -141,15 +141,18 @@ def main(argv: list[str] | None = None) -> int:
             socket_dir = Path(tempfile.mkdtemp(prefix="vllm-rerank-sock-"))
         socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         socket_dir.chmod(0o700)
-        sockets = [str(socket_dir / f"{slot.name}.sock") for slot in topology.engines]
+        sockets = [str(socket_dir / f"engine{i}.sock") for i in range(len(topology.engines))]
     configs = engine_configs(settings, topology, ports, sockets=sockets)
-    log.info(
-        "service_config model=%s device=%s workers=%d engines=%s",
-        topology.model,
-        topology.device,
-        settings.workers,
-        ",".join([c.url for c in configs] + list(settings.engine_urls)),
-    )
+    for plan in topology.models:
+        log.info(
+            "service_config model=%s path=%s format=%s device=%s workers=%d engines=%s",
+            plan.name or "(from the engine)",
+            plan.spec.model,
+            plan.info.format.name,
+            topology.device,
+            settings.workers,
+            ",".join([c.url for c in configs if c.served_model_name == plan.name] + list(settings.engine_urls)),
+        )
 
     supervisors: list[EngineHandle] = []
 
@@ -192,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    several = len(topology.models) > 1
+    models = {c.name: c.served_model_name for c in configs}
+
     def watch_first_start() -> None:
         nonlocal exit_code
         for sup in supervisors:
@@ -199,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 err = sup.start_error
                 line = err.message if err else "engine did not start"
                 cause = err.cause if err else "unknown"
-                print(f"error: engine failed to start ({cause}): {line}", file=sys.stderr, flush=True)
+                which = f"engine {sup.name} of model {models[sup.name]!r}" if several else "engine"
+                print(f"error: {which} failed to start ({cause}): {line}", file=sys.stderr, flush=True)
                 exit_code = 1
                 os.kill(os.getpid(), signal.SIGTERM)
                 return

@@ -12,6 +12,9 @@ __all__ = ["NULL_OBSERVER", "NullObserver", "RequestObserver"]
 
 
 class RequestObserver(Protocol):
+    def model(self, name: str) -> None:
+        """The request is scored by the model served as `name`."""
+
     def documents(self, n: int) -> None:
         """The request asked to score `n` documents."""
 
@@ -26,6 +29,9 @@ class RequestObserver(Protocol):
 
 
 class NullObserver:
+    def model(self, name: str) -> None:
+        pass
+
     def documents(self, n: int) -> None:
         pass
 

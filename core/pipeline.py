@@ -50,6 +50,7 @@ class PipelinePolicy:
     max_documents: int = 10_000
     request_timeout: float = 120.0
     pretokenize: bool = True
+    instruction: str | None = None  # the model's default instruction (LLM rerankers), when a request has none
 
 
 class RerankPipeline:
@@ -87,6 +88,9 @@ class RerankPipeline:
         """Raises: UnknownModelError in strict mode for a name that is not served."""
         if self.policy.strict_model_names and name is not None and name not in self.accepted_names:
             raise UnknownModelError(name, sorted(self.accepted_names))
+
+    def _instruction(self, q: RerankQuery) -> str | None:
+        return q.instruction if q.instruction is not None else self.policy.instruction
 
     # ------------------------------------------------------------------ tokenizers
     async def tokenizer(self, engine: EngineSnapshot) -> ModelTokenizer | None:
@@ -146,7 +150,7 @@ class RerankPipeline:
         plan = ScoringPlan(q.query, texts, tuple(range(len(texts))), None, ())
         job = ScoreJob(
             query=q.query,
-            instruction=q.instruction,
+            instruction=self._instruction(q),
             prompt_tokenizer=tok,
             prompt=engine.prompt_format or fmt.prompt or "",
             window=engine.max_model_len,
@@ -199,6 +203,7 @@ class RerankPipeline:
                 f"invalid request: too many {noun}: {pairs} > {self.policy.max_documents} allowed",
                 param="documents",
             )
+        observer.model(self.served_name)
         observer.documents(pairs)
         deadline = time.monotonic() + self.policy.request_timeout
         engine = self.engines.pick()
@@ -225,7 +230,7 @@ class RerankPipeline:
         plan = await self._plan(q, engine)
         job = ScoreJob(
             query=plan.query,
-            instruction=q.instruction,
+            instruction=self._instruction(q),
             max_tokens_per_doc=plan.engine_max_tokens,
             truncate_to=plan.engine_truncate,
             prompt_tokenizer=await self._prompt_tokenizer(q, engine, plan),

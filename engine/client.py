@@ -29,7 +29,7 @@ from engine.errors import (
     EngineTimeoutError,
     EngineUnavailableError,
 )
-from engine.registry import EngineRegistry
+from engine.registry import EngineSet
 from engine.snapshot import EngineSnapshot
 from engine.transport import AiohttpTransport, ConnectFailed, ConnectionLost, ReadTimeout, Transport
 
@@ -78,7 +78,7 @@ class EngineClient:
 
     def __init__(
         self,
-        registry: EngineRegistry,
+        registry: EngineSet,
         *,
         connect_timeout_s: float = 2.0,
         retry_budget_s: float = 10.0,

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from engine.errors import EngineUnavailableError
 from engine.snapshot import EngineSnapshot, EngineState, StateFile
 
-__all__ = ["EngineRegistry"]
+__all__ = ["EngineRegistry", "EngineSet", "ModelEngines"]
 
 _COMING = (EngineState.STARTING, EngineState.RESTARTING)
 
@@ -61,7 +61,9 @@ class EngineRegistry:
         Raises:
             EngineUnavailableError: no engine is ready (starting, restarting, unreachable or failed).
         """
-        engines = self.engines()
+        return self._pick(self.engines(), exclude)
+
+    def _pick(self, engines: tuple[EngineSnapshot, ...], exclude: frozenset[str]) -> EngineSnapshot:
         ready = [e for e in engines if e.ready and e.url not in exclude] or [e for e in engines if e.ready]
         if not ready:
             states = ", ".join(f"{e.name}={e.state.value}" for e in engines) or "none configured"
@@ -78,3 +80,33 @@ class EngineRegistry:
 
     def release(self, url: str, n: int) -> None:
         self._outstanding[url] = self._outstanding.get(url, 0) - n
+
+    def for_model(self, name: str) -> ModelEngines:
+        """The engines of one served model (a service with several models)."""
+        return ModelEngines(self, name)
+
+
+class ModelEngines:
+    """One model's engines: the registry seen through its served model name. Outstanding work is
+    the registry's own (one count per engine, whichever model view called it)."""
+
+    def __init__(self, registry: EngineRegistry, name: str) -> None:
+        self.registry = registry
+        self.name = name
+
+    def engines(self) -> tuple[EngineSnapshot, ...]:
+        return tuple(e for e in self.registry.engines() if e.served_model_name == self.name)
+
+    def pick(self, *, exclude: frozenset[str] = frozenset()) -> EngineSnapshot:
+        """Raises: EngineUnavailableError when none of this model's engines is ready."""
+        return self.registry._pick(self.engines(), exclude)
+
+    def acquire(self, url: str, n: int) -> None:
+        self.registry.acquire(url, n)
+
+    def release(self, url: str, n: int) -> None:
+        self.registry.release(url, n)
+
+
+EngineSet = EngineRegistry | ModelEngines
+"""What an EngineClient scores on: every engine of the service, or one model's."""

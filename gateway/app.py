@@ -16,18 +16,19 @@ from pathlib import Path
 import anyio.to_thread
 from fastapi import FastAPI
 
-from core import Admission, PipelinePolicy, RerankPipeline, ScoreCache
+from core import Admission, ModelRouter, PipelinePolicy, RerankPipeline, ScoreCache
 from engine import EngineClient, EngineRegistry, ModelFamily
 from engine.process import die_with_parent
+from engine.registry import EngineSet
 from engine.tokenizer import ModelTokenizer, load_tokenizer, loaded_tokenizer
-from engine.transport import Transport
+from engine.transport import AiohttpTransport, Transport
 from gateway.deps import Runtime
 from gateway.errors import register_error_handlers
 from gateway.metrics import METRICS, EngineMetricsCache
 from gateway.middleware import GatewayMiddleware, KeyStore
 from gateway.routes import ops, rerank
 from gateway.settings import SETTINGS_ENV, Settings
-from gateway.topology import Topology, plan_topology
+from gateway.topology import ModelPlan, Topology, plan_topology
 
 __all__ = ["PARENT_PID_ENV", "STATE_FILE_ENV", "create_app", "create_app_from_env"]
 
@@ -46,25 +47,39 @@ class _Tokenizers:
         return load_tokenizer(model, family)
 
 
-def build_pipeline(
-    settings: Settings, topology: Topology, registry: EngineRegistry, client: EngineClient
-) -> RerankPipeline:
+def build_pipeline(settings: Settings, plan: ModelPlan, engines: EngineSet, door: EngineClient) -> RerankPipeline:
+    """One model's pipeline: its own names, admission limit, score cache and default instruction."""
     policy = PipelinePolicy(
-        served_name=settings.resolved_served_name,
-        aliases=settings.model_aliases,
+        served_name=plan.name,
+        aliases=plan.spec.aliases,
         strict_model_names=settings.strict_model_names,
         max_documents=settings.max_documents,
         request_timeout=settings.request_timeout,
         pretokenize=settings.pretokenize == "auto",
+        instruction=plan.spec.instruction,
     )
     return RerankPipeline(
-        door=client,
-        engines=registry,
+        door=door,
+        engines=engines,
         tokenizers=_Tokenizers(),
         policy=policy,
-        admission=Admission(topology.inflight_pairs_per_worker, on_change=METRICS.inflight_pairs.inc),
+        admission=Admission(plan.inflight_pairs_per_worker, on_change=METRICS.inflight_pairs.inc),
         cache=ScoreCache(settings.score_cache_size),
     )
+
+
+def build_router(
+    settings: Settings, topology: Topology, registry: EngineRegistry, client: EngineClient, transport: Transport
+) -> ModelRouter:
+    """A pipeline per served model; with several, each scores on its own engines only."""
+    if len(topology.models) == 1:
+        pipelines = [build_pipeline(settings, topology.models[0], registry, client)]
+    else:
+        pipelines = []
+        for plan in topology.models:
+            engines = registry.for_model(plan.name)
+            pipelines.append(build_pipeline(settings, plan, engines, EngineClient(engines, transport=transport)))
+    return ModelRouter(pipelines, strict=settings.strict_model_names)
 
 
 def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport: Transport | None = None) -> FastAPI:
@@ -76,22 +91,24 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.max_workers
-        client = EngineClient(registry, transport=engine_transport)
-        pipeline = build_pipeline(settings, topology, registry, client)
+        transport = engine_transport or AiohttpTransport(max_connections=512)
+        client = EngineClient(registry, transport=transport)  # closes the transport, shared by every model
+        router = build_router(settings, topology, registry, client, transport)
         app.state.runtime = Runtime(
             settings=settings,
             topology=topology,
             registry=registry,
             client=client,
-            pipeline=pipeline,
+            router=router,
             engine_metrics=EngineMetricsCache(client.engine_metrics),
             keys=keys,
         )
-        warm = asyncio.ensure_future(_preload_tokenizer(pipeline, registry))
+        warm = [asyncio.ensure_future(_preload_tokenizer(p)) for p in router.pipelines]
         try:
             yield
         finally:
-            warm.cancel()
+            for task in warm:
+                task.cancel()
             await client.aclose()
 
     app = FastAPI(title="vllm-rerank", version="0.1.0", lifespan=lifespan)
@@ -107,10 +124,10 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     return app
 
 
-async def _preload_tokenizer(pipeline: RerankPipeline, registry: EngineRegistry) -> None:
-    """Load the model's tokenizer once an engine is ready, so no request pays for it."""
+async def _preload_tokenizer(pipeline: RerankPipeline) -> None:
+    """Load a model's tokenizer once one of its engines is ready, so no request pays for it."""
     while True:
-        ready = [e for e in registry.engines() if e.ready and e.max_model_len]
+        ready = [e for e in pipeline.engines.engines() if e.ready and e.max_model_len]
         if ready:
             await pipeline.tokenizer(ready[0])
             return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from core import RerankPipeline
+from core import ModelRouter, RerankPipeline
 from engine import EngineClient, EngineRegistry
 from gateway.metrics import EngineMetricsCache
 from gateway.middleware import KeyStore
@@ -22,10 +22,15 @@ class Runtime:
     settings: Settings
     topology: Topology
     registry: EngineRegistry
-    client: EngineClient
-    pipeline: RerankPipeline
+    client: EngineClient  # every engine of the service (metrics)
+    router: ModelRouter  # a request's model name -> that model's pipeline
     engine_metrics: EngineMetricsCache  # the engines' /metrics, fetched at most every few seconds
     keys: KeyStore  # the accepted API keys (the middleware's own store)
+
+    @property
+    def pipeline(self) -> RerankPipeline:
+        """The first model's pipeline (the one that serves requests naming no configured model)."""
+        return self.router.default
 
 
 def _runtime(request: Request) -> Runtime:

@@ -39,7 +39,9 @@ _TOKEN_BUCKETS = (10, 100, 1_000, 5_000, 10_000, 50_000, 100_000, 500_000, 1_000
 class _Metrics:
     def __init__(self) -> None:
         self.requests = Counter(
-            "vllm_rerank_requests_total", "HTTP requests by route, dialect and status", ["route", "dialect", "status"]
+            "vllm_rerank_requests_total",
+            "HTTP requests by route, dialect, status and model",
+            ["route", "dialect", "status", "model"],
         )
         self.latency = Histogram(
             "vllm_rerank_request_duration_seconds", "Request latency by route", ["route"], buckets=_LATENCY_BUCKETS
@@ -88,11 +90,15 @@ class RequestStats:
     """The pipeline's observer for one request (core.observer.RequestObserver): what the request
     log line reports (documents, tokens), and the per-call counters."""
 
-    __slots__ = ("documents_n", "tokens_n")
+    __slots__ = ("documents_n", "model_name", "tokens_n")
 
     def __init__(self) -> None:
+        self.model_name = ""  # the served model that scored ("" before a model was picked)
         self.documents_n: int | None = None
         self.tokens_n: int | None = None
+
+    def model(self, name: str) -> None:
+        self.model_name = name
 
     def documents(self, n: int) -> None:
         self.documents_n = n
@@ -110,15 +116,15 @@ class RequestStats:
 
 def _engine_families(engines: Sequence[EngineSnapshot]) -> Iterable[Metric]:
     state = GaugeMetricFamily(
-        "vllm_rerank_engine_state", "1 for the engine's current state", labels=["engine", "state"]
+        "vllm_rerank_engine_state", "1 for the engine's current state", labels=["engine", "model", "state"]
     )
     restarts = GaugeMetricFamily(
-        "vllm_rerank_engine_restarts", "Engine restarts since the service started", labels=["engine"]
+        "vllm_rerank_engine_restarts", "Engine restarts since the service started", labels=["engine", "model"]
     )
     ready = GaugeMetricFamily("vllm_rerank_engines_ready", "Engines ready to take requests")
     for e in engines:
-        state.add_metric([e.name, e.state.value], 1.0)
-        restarts.add_metric([e.name], float(e.restarts))
+        state.add_metric([e.name, e.served_model_name, e.state.value], 1.0)
+        restarts.add_metric([e.name, e.served_model_name], float(e.restarts))
     ready.add_metric([], float(sum(1 for e in engines if e.ready)))
     return [state, restarts, ready]
 

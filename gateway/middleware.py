@@ -298,7 +298,7 @@ class GatewayMiddleware:
     def _account(self, scope: Scope, route: str, status: int, stats: RequestStats, elapsed: float, rid: str) -> None:
         state = scope.get("state", {})
         dialect = str(state.get("dialect"))
-        METRICS.requests.labels(route, dialect, str(status)).inc()
+        METRICS.requests.labels(route, dialect, str(status), stats.model_name).inc()
         METRICS.latency.labels(route).observe(elapsed)
         if status in (429, 503):
             METRICS.rejected.labels(str(status), "engine_unavailable" if status == 503 else "overloaded").inc()
@@ -310,12 +310,13 @@ class GatewayMiddleware:
         if route in OPS_PATHS and status == 200:
             return  # probes and scrapes stay out of the request log
         log.info(
-            "request_completed request_id=%s method=%s path=%s dialect=%s documents=%s tokens=%s status=%d "
-            "latency_ms=%.2f%s",
+            "request_completed request_id=%s method=%s path=%s dialect=%s model=%s documents=%s tokens=%s "
+            "status=%d latency_ms=%.2f%s",
             rid,
             scope.get("method"),
             scope.get("path"),
             dialect,
+            stats.model_name or "-",
             "-" if stats.documents_n is None else stats.documents_n,
             "-" if stats.tokens_n is None else stats.tokens_n,
             status,

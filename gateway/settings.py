@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Pydanti
 
 from engine import QWEN3_PRESETS, detect_device
 from engine.formats import FORMATS, hub_id_of
+from gateway.model_specs import FormatName, ModelsFileError, ModelSpec, load_models_file, parse_model_flag
 
 __all__ = ["SETTINGS_ENV", "Settings", "SettingsError", "bundled_model_path", "env_names", "flag_of"]
 
@@ -58,9 +59,6 @@ Strs = Annotated[tuple[str, ...], NoDecode]  # from env: a comma-separated list 
 Level = Literal["debug", "info", "warning", "error", "critical"]
 Family = Literal["bi-encoder", "cross-encoder", "llm-reranker"]
 Size = Literal["0.6B", "4B", "8B"]
-FormatName = Literal[
-    "bi-encoder", "cross-encoder", "qwen3-reranker", "qwen3-reranker-seq-cls", "bge-reranker-gemma", "mxbai-rerank-v2"
-]
 
 
 class Settings(BaseSettings):
@@ -89,8 +87,16 @@ class Settings(BaseSettings):
     )
     tensor_parallel_size: int = opt(1, "TENSOR_PARALLEL_SIZE", "vLLM --tensor-parallel-size (GPUs per engine).", ge=1)
     model_size: Size | None = opt(None, "MODEL_SIZE", "Qwen3-Reranker preset: 0.6B, 4B or 8B (Qwen/Qwen3-Reranker-*).")
-    model: str | None = opt(
-        None, "MODEL", "Model id or local path (wins over --model-size). Default: bundled all-MiniLM-L6-v2."
+    model: Strs = opt(
+        (),
+        "MODEL",
+        "Model id or local path (wins over --model-size). Default: bundled all-MiniLM-L6-v2. Several models: "
+        "NAME=ID_OR_PATH, repeated (env: comma-separated); a request's `model` picks one, the first serves the rest.",
+    )
+    models_file: str | None = opt(
+        None,
+        "RERANK_MODELS_FILE",
+        "YAML or TOML file of the models to serve, each with its own settings (README: Several models).",
     )
     served_model_name: str | None = opt(
         None, "RERANK_SERVED_MODEL_NAME", "Name the model is served and reported under."
@@ -259,6 +265,9 @@ class Settings(BaseSettings):
     )
     # Flags this service does not know, passed to the engine as they are (command line only).
     vllm_args: tuple[str, ...] = ()
+    # The models file's contents, read once where the settings are loaded (workers get them with the
+    # settings, so every process serves the same models even if the file changes).
+    model_specs: tuple[ModelSpec, ...] = ()
 
     # ------------------------------------------------------------------ checks
     @field_validator("api_keys", mode="before")
@@ -289,7 +298,7 @@ class Settings(BaseSettings):
         del lines  # an empty file accepts nobody until a key is written to it (rotation)
         return value
 
-    @field_validator("engine_urls", "model_aliases", mode="before")
+    @field_validator("engine_urls", "model_aliases", "model", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -312,7 +321,42 @@ class Settings(BaseSettings):
     def _cross_field(self) -> Settings:
         if self.engine_port and self.engine_port == self.port:
             raise ValueError("--engine-port must differ from --port")
+        if self.models_file and not self.model_specs:
+            if self.model:
+                raise ValueError("--model/MODEL and --models-file/RERANK_MODELS_FILE: give one of them")
+            try:
+                specs = load_models_file(self.models_file)
+            except ModelsFileError as exc:
+                raise ValueError(f"--models-file/RERANK_MODELS_FILE: {exc}") from None
+            object.__setattr__(self, "model_specs", specs)  # frozen: set once, while validating
+        self._check_models()
         return self
+
+    def _several(self) -> bool:
+        return bool(self.model_specs) or len(self.model) > 1 or bool(self.model and "=" in self.model[0])
+
+    def _check_models(self) -> None:
+        if not self._several():
+            return
+        try:
+            models = self.models
+        except ValueError as exc:
+            raise ValueError(f"--model/MODEL: {exc}") from None
+        given = [flag_of(f) for f in ("served_model_name", "model_aliases", "engine_urls") if getattr(self, f)]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: not with several models (--model NAME=ID_OR_PATH, --models-file): names and "
+                "aliases go in the models file, and --engine-url serves a single model"
+            )
+        seen: dict[str, str] = {}
+        for spec in models:
+            for name in (spec.name or "", *spec.aliases):
+                if name in seen:
+                    raise ValueError(
+                        f"--model/--models-file: model name {name!r} is used by {seen[name]!r} and {spec.model!r}: "
+                        "names must differ"
+                    )
+                seen[name] = spec.model
 
     # ------------------------------------------------------------------ sources
     @classmethod
@@ -330,11 +374,30 @@ class Settings(BaseSettings):
 
     # ------------------------------------------------------------------ derived names
     @property
+    def models(self) -> tuple[ModelSpec, ...]:
+        """Every served model, each named; the first serves requests that name no configured model.
+
+        Raises: ValueError for a malformed `--model NAME=ID`; SettingsError when no model is given
+        and the bundled one is not installed."""
+        if self.model_specs:
+            specs = self.model_specs
+        elif self._several():
+            specs = tuple(parse_model_flag(m) for m in self.model)
+        else:  # the single-model service: --model ID, --model-size, the bundled model or an external engine
+            single = ModelSpec(model=self._single_model(), aliases=self.model_aliases)
+            return (single.model_copy(update={"name": self._single_name()}),)
+        return tuple(s if s.name else s.model_copy(update={"name": _name_of(s.model)}) for s in specs)
+
+    @property
     def resolved_model(self) -> str:
+        """The first model's id or path."""
+        return self.models[0].model
+
+    def _single_model(self) -> str:
         if self.engine_urls and not self.model and not self.model_size:
             return "external"
         if self.model:
-            return self.model
+            return self.model[0]
         if self.model_size:
             return QWEN3_PRESETS[self.model_size]
         bundled = bundled_model_path()
@@ -351,16 +414,17 @@ class Settings(BaseSettings):
 
     @property
     def resolved_served_name(self) -> str:
+        """The first model's name."""
+        return self.models[0].name or ""
+
+    def _single_name(self) -> str:
         if self.served_model_name:
             return self.served_model_name
         if self.engine_urls and not self.model and not self.model_size:
             return ""  # learnt from the external engine's /v1/models
         if not self.model and not self.model_size:
             return "all-MiniLM-L6-v2"
-        model = self.resolved_model
-        # A hub id (also as a Hugging Face cache snapshot path) is served under that id, as vLLM does;
-        # a plain local directory under its name.
-        return hub_id_of(model) or Path(model.rstrip("/")).name or model
+        return _name_of(self._single_model())
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with `changes`, validated again."""
@@ -372,6 +436,12 @@ class Settings(BaseSettings):
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
     __str__ = __repr__
+
+
+def _name_of(model: str) -> str:
+    """A hub id (also as a Hugging Face cache snapshot path) is served under that id, as vLLM does;
+    a plain local directory under its name."""
+    return hub_id_of(model) or Path(model.rstrip("/")).name or model
 
 
 class _MappingEnvSource(EnvSettingsSource):

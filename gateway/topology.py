@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 from dataclasses import dataclass
 
 from engine import FAMILIES, EngineConfig, LaunchMode, ModelFamily
 from engine.config import detect_launch_mode
 from engine.formats import FORMATS, FormatRefusal, ModelInfo, detect_format
+from gateway.model_specs import ModelSpec
 from gateway.settings import Settings, SettingsError
 
-__all__ = ["EngineSlot", "Topology", "engine_configs", "plan_topology"]
+__all__ = ["EngineSlot", "ModelPlan", "Topology", "engine_configs", "plan_topology"]
 
 _DEFAULT_GPU_SHARE = 0.9
 _FAMILY_FORMAT = {"bi-encoder": "bi-encoder", "cross-encoder": "cross-encoder", "llm-reranker": "qwen3-reranker"}
@@ -23,39 +25,75 @@ _FAMILY_FORMAT = {"bi-encoder": "bi-encoder", "cross-encoder": "cross-encoder", 
 
 @dataclass(frozen=True)
 class EngineSlot:
-    """One managed engine: its name, its GPU memory share (None: vLLM's default or the flag as given),
-    and the CUDA_VISIBLE_DEVICES it gets (None: inherited)."""
+    """One managed engine: its name, the model it serves, its GPU memory share (None: vLLM's default
+    or the flag as given), and the CUDA_VISIBLE_DEVICES it gets (None: inherited)."""
 
     name: str
+    model: str  # the ModelPlan's name
     gpu_memory_utilization: float | None
     visible_devices: str | None
 
 
 @dataclass(frozen=True)
-class Topology:
-    device: str
-    model: str
+class ModelPlan:
+    """One served model: its settings, its format, its engines and its own in-flight limit."""
+
+    spec: ModelSpec  # named (Settings.models)
     info: ModelInfo
     engines: tuple[EngineSlot, ...]  # managed engines; empty with --engine-url
-    external_urls: tuple[str, ...]
     inflight_pairs_per_worker: int
 
     @property
-    def engine_count(self) -> int:
-        return len(self.engines) or len(self.external_urls)
+    def name(self) -> str:
+        return self.spec.name or ""
 
     @property
     def family(self) -> ModelFamily:
         return self.info.format.family
 
 
-def _model_info(settings: Settings, model: str) -> ModelInfo:
+@dataclass(frozen=True)
+class Topology:
+    device: str
+    models: tuple[ModelPlan, ...]  # the first serves requests that name no configured model
+    external_urls: tuple[str, ...]
+
+    @property
+    def engines(self) -> tuple[EngineSlot, ...]:
+        """Every managed engine, model by model."""
+        return tuple(slot for m in self.models for slot in m.engines)
+
+    @property
+    def engine_count(self) -> int:
+        return len(self.engines) or len(self.external_urls)
+
+    # The first model's, for the single-model fields of /health and the logs.
+    @property
+    def model(self) -> str:
+        return self.models[0].spec.model
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.models[0].info
+
+    @property
+    def family(self) -> ModelFamily:
+        return self.models[0].family
+
+    @property
+    def inflight_pairs_per_worker(self) -> int:
+        return self.models[0].inflight_pairs_per_worker
+
+
+def _model_info(settings: Settings, spec: ModelSpec) -> ModelInfo:
     """Raises: SettingsError for a model that cannot be served exactly (one line: model, why, what to do)."""
+    model = spec.model
     if model == "external":  # learnt from the engines themselves
         return ModelInfo(FORMATS[_FAMILY_FORMAT[settings.model_family or "bi-encoder"]], None, None)
+    override = spec.format or settings.model_format
     try:
-        if settings.model_format:
-            return detect_format(model, override=settings.model_format)
+        if override:
+            return detect_format(model, override=override)
         if settings.model_family:
             try:
                 info = detect_format(model)
@@ -69,12 +107,17 @@ def _model_info(settings: Settings, model: str) -> ModelInfo:
         raise SettingsError(str(exc)) from None
 
 
-def _replicas(settings: Settings, device: str, family: ModelFamily, cpu_count: int) -> int:
-    """--engine-replicas, or (0 = auto) a count from the host cores for encoder models on a GPU.
+def _replicas(settings: Settings, spec: ModelSpec, device: str, family: ModelFamily, cpu_count: int) -> int:
+    """The model's `replicas`, --engine-replicas, or (0 = auto) a count from the host cores for
+    encoder models on a GPU, shared out between the models that run on auto.
 
     Measured on an H100 with 16 cores (docs/gpu-performance.md): a BERT-base cross-encoder
     costs ~2.1 ms of host CPU per pair across vLLM's API server, engine and gateway, and
     replicas scaled throughput until ~8 engines (6.4k pairs/s, 5.95x one engine)."""
+    if spec.replicas:
+        return spec.replicas
+    if spec.devices:
+        return len(spec.devices)
     if settings.engine_replicas:
         return settings.engine_replicas
     if settings.engine_devices:
@@ -83,82 +126,141 @@ def _replicas(settings: Settings, device: str, family: ModelFamily, cpu_count: i
         return 1
     if family.name == "llm-reranker":
         return 1  # GPU-bound already: one engine batches best
-    return max(1, min(8, round((cpu_count - 2) / 1.8)))
+    return max(1, min(8, round((cpu_count - 2) / 1.8)) // len(settings.models))
+
+
+def _plan_gpu_shares(
+    settings: Settings, models: list[tuple[ModelSpec, list[str | None]]], device: str
+) -> list[list[float | None]]:
+    """Each engine's --gpu-memory-utilization, planned together for the engines that share a GPU.
+
+    `models`: each model with the CUDA_VISIBLE_DEVICES of each of its engines (None: the default GPU).
+    On one card the shares never add up past the service's budget (--gpu-memory-utilization, else
+    0.9): a model with its own `gpu_memory_utilization` gets that much (split over its engines on the
+    card), the others split what is left evenly, model by model. A single engine on a card keeps
+    the flag as given (None: vLLM's default).
+
+    Raises: SettingsError when the given shares of one card add up past the budget."""
+    if device == "cpu":
+        return [[None] * len(visible) for _, visible in models]
+    budget = settings.gpu_memory_utilization or _DEFAULT_GPU_SHARE
+    cards: dict[str | None, list[tuple[int, int]]] = {}  # card -> (model index, engine index)
+    for m, (_, visible) in enumerate(models):
+        for e, card in enumerate(visible):
+            cards.setdefault(card, []).append((m, e))
+    shares: list[list[float | None]] = [[None] * len(visible) for _, visible in models]
+    for card, engines in cards.items():
+        if len(engines) == 1 and len(models) == 1:
+            m, e = engines[0]
+            shares[m][e] = models[m][0].gpu_memory_utilization or settings.gpu_memory_utilization
+            continue
+        on_card: dict[int, int] = {}
+        for m, _ in engines:
+            on_card[m] = on_card.get(m, 0) + 1
+        given = {m: models[m][0].gpu_memory_utilization for m in on_card if models[m][0].gpu_memory_utilization}
+        total = sum(v for v in given.values() if v)
+        if total > budget + 1e-9:
+            where = f"GPU {card}" if card is not None else "the GPU"
+            raise SettingsError(
+                f"gpu_memory_utilization of the models on {where} add up to {total:.2f}, more than the "
+                f"budget {budget:.2f} (--gpu-memory-utilization/GPU_MEMORY_UTILIZATION)"
+            )
+        rest = [m for m in on_card if m not in given]
+        each = (budget - total) / len(rest) if rest else 0.0
+        if rest and each < 0.02:
+            raise SettingsError(
+                f"no GPU memory is left for {', '.join(repr(models[m][0].name) for m in rest)}: the other models' "
+                f"gpu_memory_utilization take {total:.2f} of {budget:.2f}"
+            )
+        for m, e in engines:
+            model_share = given.get(m) or each
+            shares[m][e] = math.floor(model_share / on_card[m] * 1000) / 1000
+    return shares
 
 
 def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: str | None = None) -> Topology:
-    """Raises: SettingsError when no model is given and the bundled one is not installed."""
+    """Raises: SettingsError when a model cannot be served (no model and no bundled one, a format
+    refused, GPU shares past the card)."""
     device = device or settings.resolved_device
-    model = settings.resolved_model
-    info = _model_info(settings, model)
-    family = info.format.family
-    slots: list[EngineSlot] = []
-    if not settings.engine_urls:
-        n = _replicas(settings, device, family, cpu_count or os.cpu_count() or 2)
-        for i in range(n):
-            share = settings.gpu_memory_utilization
-            visible = None
-            if settings.engine_devices:
-                visible = settings.engine_devices[i % len(settings.engine_devices)]
-            elif n > 1 and device != "cpu":  # replicas sharing one GPU split its memory
-                share = round((settings.gpu_memory_utilization or _DEFAULT_GPU_SHARE) / n, 3)
-            slots.append(EngineSlot(f"engine{i}", share, visible))
-    engines = max(1, len(slots) or len(settings.engine_urls))
-    if settings.max_inflight_pairs:  # an explicit limit is the service's: split over the workers
-        inflight = max(1, math.ceil(settings.max_inflight_pairs / settings.workers))
-    else:  # per worker: 32 engine batches (max_num_seqs) per engine, enough to keep them saturated
-        inflight = 32 * settings.max_num_seqs * engines
-    return Topology(
-        device=device,
-        model=model,
-        info=info,
-        engines=tuple(slots),
-        external_urls=settings.engine_urls,
-        inflight_pairs_per_worker=inflight,
-    )
+    specs = settings.models
+    infos = [_model_info(settings, spec) for spec in specs]
+    visible: list[list[str | None]] = []
+    for spec, info in zip(specs, infos, strict=True):
+        if settings.engine_urls:
+            visible.append([])
+            continue
+        n = _replicas(settings, spec, device, info.format.family, cpu_count or os.cpu_count() or 2)
+        devices = spec.devices or settings.engine_devices
+        visible.append([devices[i % len(devices)] if devices else None for i in range(n)])
+    shares = _plan_gpu_shares(settings, list(zip(specs, visible, strict=True)), device)
+    several = len(specs) > 1
+    plans = []
+    for spec, info, cards, model_shares in zip(specs, infos, visible, shares, strict=True):
+        prefix = f"{_slug(spec.name or '')}-" if several else ""
+        slots = tuple(
+            EngineSlot(f"{prefix}engine{i}", spec.name or "", share, card)
+            for i, (card, share) in enumerate(zip(cards, model_shares, strict=True))
+        )
+        engines = max(1, len(slots) or len(settings.engine_urls))
+        if settings.max_inflight_pairs:  # an explicit limit is the service's: split over the workers
+            inflight = max(1, math.ceil(settings.max_inflight_pairs / settings.workers))
+        else:  # per worker: 32 engine batches (max_num_seqs) per engine, enough to keep them saturated
+            inflight = 32 * (spec.max_num_seqs or settings.max_num_seqs) * engines
+        plans.append(ModelPlan(spec, info, slots, inflight))
+    return Topology(device=device, models=tuple(plans), external_urls=settings.engine_urls)
+
+
+def _slug(name: str) -> str:
+    """A model name as part of an engine name (metric labels, file names)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[-48:] or "model"
 
 
 def engine_configs(
     settings: Settings, topology: Topology, ports: list[int], *, sockets: list[str] | None = None
 ) -> list[EngineConfig]:
-    """One EngineConfig per managed engine: on the given Unix sockets, else the given loopback ports."""
+    """One EngineConfig per managed engine (`topology.engines` order): on the given Unix sockets,
+    else the given loopback ports."""
+    endpoints: list[tuple[int, str | None]] = (
+        [(0, path) for path in sockets] if sockets else [(port, None) for port in ports]
+    )
+    bases = {plan.name: _model_config(settings, topology, plan) for plan in topology.models}
+    configs = []
+    for slot, (port, uds) in zip(topology.engines, endpoints, strict=True):
+        env = (("CUDA_VISIBLE_DEVICES", slot.visible_devices),) if slot.visible_devices is not None else ()
+        configs.append(
+            bases[slot.model].with_(
+                port=port, uds=uds, name=slot.name, gpu_memory_utilization=slot.gpu_memory_utilization, extra_env=env
+            )
+        )
+    return configs
+
+
+def _model_config(settings: Settings, topology: Topology, plan: ModelPlan) -> EngineConfig:
+    """What every engine of one model runs with (the service-wide settings where the model is silent)."""
     cpu = topology.device == "cpu"
-    fmt = topology.info.format
-    max_model_len = settings.max_model_len or topology.info.default_max_len
+    spec, fmt = plan.spec, plan.info.format
     launch = (
         LaunchMode(tuple(shlex.split(settings.engine_command)), False)
         if settings.engine_command
         else detect_launch_mode()
     )
-    base = EngineConfig(
-        model=topology.model,
-        served_model_name=settings.resolved_served_name,
+    return EngineConfig(
+        model=spec.model,
+        served_model_name=plan.name,
         port=0,
         family=fmt.family,
         format=fmt,
-        logit_offset=topology.info.logit_offset,
+        logit_offset=plan.info.logit_offset,
         device=topology.device,
         launch=launch,
-        max_num_seqs=settings.max_num_seqs,
+        max_num_seqs=spec.max_num_seqs or settings.max_num_seqs,
         max_num_batched_tokens=settings.max_num_batched_tokens,
-        gpu_memory_utilization=settings.gpu_memory_utilization,
+        gpu_memory_utilization=spec.gpu_memory_utilization or settings.gpu_memory_utilization,
         tensor_parallel_size=settings.tensor_parallel_size,
-        max_model_len=max_model_len,
+        max_model_len=spec.max_model_len or settings.max_model_len or plan.info.default_max_len,
         dtype=settings.dtype or ("float32" if cpu else None),
         enforce_eager=settings.enforce_eager if settings.enforce_eager is not None else cpu,
         hf_overrides=dict(fmt.hf_overrides) if fmt.hf_overrides else None,
         chat_template=fmt.template_path,
-        extra_args=settings.vllm_args,
+        extra_args=(*settings.vllm_args, *spec.vllm_args),
     )
-    configs = []
-    endpoints: list[tuple[int, str | None]] = (
-        [(0, path) for path in sockets] if sockets else [(port, None) for port in ports]
-    )
-    for slot, (port, uds) in zip(topology.engines, endpoints, strict=True):
-        env = (("CUDA_VISIBLE_DEVICES", slot.visible_devices),) if slot.visible_devices is not None else ()
-        configs.append(
-            base.with_(
-                port=port, uds=uds, name=slot.name, gpu_memory_utilization=slot.gpu_memory_utilization, extra_env=env
-            )
-        )
-    return configs

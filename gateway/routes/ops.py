@@ -9,9 +9,12 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from compat.errors import UnknownModelError
+from core import RerankPipeline
 from engine import EngineSnapshot, EngineState
 from gateway.deps import Runtime, RuntimeDep
 from gateway.metrics import render_metrics
+from gateway.topology import ModelPlan
 
 __all__ = ["router"]
 
@@ -31,6 +34,7 @@ def _status(engines: tuple[EngineSnapshot, ...]) -> str:
 def _engine_public(e: EngineSnapshot) -> dict[str, Any]:
     return {
         "name": e.name,
+        "model": e.served_model_name,
         "url": e.url,
         "state": e.state.value,
         "pid": e.pid,
@@ -47,19 +51,65 @@ def _engine_public(e: EngineSnapshot) -> dict[str, Any]:
 _PRIVATE_ENGINE_FIELDS = ("url", "pid", "last_error")
 
 
-def health_body(rt: Runtime, *, detailed: bool = True) -> tuple[int, dict[str, Any]]:
-    """The health answer; without `detailed`, no paths, pids or engine addresses (a caller without
-    the key of a service that has keys)."""
+def _model_health(pipeline: RerankPipeline, plan: ModelPlan | None, *, detailed: bool) -> dict[str, Any]:
+    engines = pipeline.engines.engines()
+    shares = [e.args.gpu_memory_utilization for e in engines]
+    return {
+        "status": _status(engines),
+        "aliases": list(pipeline.policy.aliases),
+        "model_path": ((engines[0].model if engines else None) or (plan.spec.model if plan else None))
+        if detailed
+        else None,
+        "family": engines[0].family.name if engines else (plan.family.name if plan else None),
+        "format": engines[0].format if engines else (plan.info.format.name if plan else None),
+        "engines": [e.name for e in engines],
+        "engines_ready": sum(1 for e in engines if e.ready),
+        # the model's planned share of GPU memory: its engines' together (None: vLLM's default)
+        "gpu_memory_utilization": round(sum(x for x in shares if x), 3) if any(shares) else None,
+        "score_cache": {
+            "enabled": pipeline.cache.enabled,
+            "entries": len(pipeline.cache),
+            "hits": pipeline.cache.hits,
+            "misses": pipeline.cache.misses,
+        },
+        "inflight_pairs": pipeline.admission.inflight,
+        "max_inflight_pairs_per_worker": pipeline.admission.limit,
+    }
+
+
+def health_body(rt: Runtime, *, detailed: bool = True, model: str | None = None) -> tuple[int, dict[str, Any]]:
+    """The health answer: 200 when every model has a ready engine (or, with `model`, that model).
+    Without `detailed`, no paths, pids or engine addresses (a caller without the key of a service
+    that has keys).
+
+    Raises: UnknownModelError for a `model` that is not served."""
+    plans = {p.name: p for p in rt.topology.models}
+    models = {p.served_name: _model_health(p, plans.get(p.served_name), detailed=detailed) for p in rt.router.pipelines}
+    if model is not None:
+        chosen = rt.router.find(model)
+        if chosen is None:
+            raise UnknownModelError(model, sorted(rt.router.names()))
+        one = {"model": chosen.served_name, **models[chosen.served_name]}
+        return (200 if one["status"] == "ready" else 503), one
     engines = rt.registry.engines()
     settings = rt.settings
-    status = _status(engines)
-    # The origin guide's fields: what the engine runs with (pass-through flags included) once known.
-    args = engines[0].args if engines else None
+    first = models[rt.pipeline.served_name]
+    statuses = [m["status"] for m in models.values()]
+    if all(s == "ready" for s in statuses):
+        status = "ready"
+    elif "ready" in statuses:
+        status = "degraded"  # some models serve, others do not
+    else:
+        status = _status(engines)
+    # The origin guide's fields (the first model's): what the engine runs with (pass-through flags
+    # included) once known.
+    own = [e for e in engines if e.served_model_name == rt.pipeline.served_name] or list(engines)
+    args = own[0].args if own else None
     body: dict[str, Any] = {
         "status": status,
         "model": rt.pipeline.served_name,
-        "model_path": (engines[0].model if engines else None) or rt.topology.model,
-        "family": engines[0].family.name if engines else None,
+        "model_path": first["model_path"],
+        "family": first["family"],
         "device": rt.topology.device,
         "max_num_seqs": args.max_num_seqs if args and args.max_num_seqs else settings.max_num_seqs,
         "max_num_batched_tokens": args.max_num_batched_tokens if args else settings.max_num_batched_tokens,
@@ -68,19 +118,14 @@ def health_body(rt: Runtime, *, detailed: bool = True) -> tuple[int, dict[str, A
         "max_workers": settings.max_workers,
         "workers": settings.workers,
         "model_size": settings.model_size,
-        "engine": _engine_public(engines[0]) if engines else None,
+        "engine": _engine_public(own[0]) if own else None,
         "engines": [_engine_public(e) for e in engines],
-        "score_cache": {
-            "enabled": rt.pipeline.cache.enabled,
-            "entries": len(rt.pipeline.cache),
-            "hits": rt.pipeline.cache.hits,
-            "misses": rt.pipeline.cache.misses,
-        },
-        "inflight_pairs": rt.pipeline.admission.inflight,
-        "max_inflight_pairs_per_worker": rt.pipeline.admission.limit,
+        "models": models,
+        "score_cache": first["score_cache"],
+        "inflight_pairs": first["inflight_pairs"],
+        "max_inflight_pairs_per_worker": first["max_inflight_pairs_per_worker"],
     }
     if not detailed:
-        body["model_path"] = None
         for engine in (body["engine"], *body["engines"]):
             if engine is not None:
                 for key in _PRIVATE_ENGINE_FIELDS:
@@ -90,11 +135,12 @@ def health_body(rt: Runtime, *, detailed: bool = True) -> tuple[int, dict[str, A
 
 @router.get("/health", operation_id="health")
 @router.get("/v1/health", operation_id="health_v1", include_in_schema=False)
-async def health(request: Request, rt: RuntimeDep) -> Response:
+async def health(request: Request, rt: RuntimeDep, model: str | None = None) -> Response:
+    """200 when every model is ready, else 503 + Retry-After; `?model=NAME` asks about one model."""
     # Engine addresses, pids and paths are for operators: behind the key when the service has keys
     # (with --protect-ops the middleware already asked for it).
     detailed = not rt.keys.enabled or rt.keys.check(request.headers.get("authorization"))
-    status, body = health_body(rt, detailed=detailed)
+    status, body = health_body(rt, detailed=detailed, model=model)
     headers = {} if status == 200 else {"Retry-After": "5"}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
@@ -102,12 +148,17 @@ async def health(request: Request, rt: RuntimeDep) -> Response:
 @router.get("/v1/models", operation_id="list_models")
 @router.get("/models", operation_id="list_models_bare", include_in_schema=False)
 async def list_models(request: Request, rt: RuntimeDep) -> Response:
-    served = rt.pipeline.served_name
-    names = [served, *[a for a in rt.settings.model_aliases if a != served]]
-    root = rt.topology.model if not rt.settings.engine_urls else None
-    data = [
-        {"id": n, "object": "model", "created": _STARTED, "owned_by": "vllm-rerank", "root": root or n} for n in names
-    ]
+    """Every served model and alias; `root` is the model id or path it serves."""
+    external = bool(rt.settings.engine_urls)
+    plans = {p.name: p for p in rt.topology.models}
+    data = []
+    for pipeline in rt.router.pipelines:
+        plan = plans.get(pipeline.served_name)
+        root = plan.spec.model if plan is not None and not external else None
+        for name in dict.fromkeys((pipeline.served_name, *pipeline.policy.aliases)):
+            data.append(
+                {"id": name, "object": "model", "created": _STARTED, "owned_by": "vllm-rerank", "root": root or name}
+            )
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 

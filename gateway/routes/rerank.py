@@ -6,6 +6,7 @@
 | /rerank | TEI when the body has `texts`, else the Cohere v1 / Jina superset (vLLM, Infinity, LiteLLM) |
 | /score, /v1/score | vLLM score API |
 
+A request's `model` picks the model that scores it (core.routing.ModelRouter).
 The middleware has read and parsed the body (`request.state.json`) and decided the dialect
 (`request.state.dialect`, compat.detect.dialect_of) before a route runs; errors raised here are
 rendered in that dialect by gateway.errors.
@@ -43,7 +44,7 @@ async def _rerank(
 ) -> Response:
     """The whole of a rerank route: validate the dialect's wire model, parse, score, render."""
     q = parse(wire.model_validate(request.state.json))
-    out = await rt.pipeline.rerank(q, request_id=request.state.request_id, observer=request.state.stats)
+    out = await rt.router.route(q.model).rerank(q, request_id=request.state.request_id, observer=request.state.stats)
     return _json(render(q, out))
 
 
@@ -76,7 +77,7 @@ async def score_pairs(request: Request, rt: RuntimeDep) -> Response:
     """One pipeline request for all the query groups: --max-documents counts every pair, and one
     deadline and one admission ticket cover the whole HTTP request."""
     plan = score.parse_score(score.ScoreRequest.model_validate(request.state.json))
-    outcomes = await rt.pipeline.rerank_many(
-        [g.query for g in plan.groups], request_id=request.state.request_id, observer=request.state.stats
-    )
+    queries = [g.query for g in plan.groups]
+    pipeline = rt.router.route(queries[0].model if queries else None)
+    outcomes = await pipeline.rerank_many(queries, request_id=request.state.request_id, observer=request.state.stats)
     return _json(score.render_score(plan, outcomes))

@@ -50,8 +50,8 @@ def test_metrics_aggregate_workers_and_include_engine_metrics(cached: ServicePro
     for _ in range(n):
         httpx.post(f"{cached.url}/v1/rerank", json={"query": "q", "documents": ["a", "b"]}, timeout=60)
     httpx.post(f"{cached.url}/v1/rerank", json={"query": "", "documents": ["a"]})
-    ok_re = r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="200"\} (\S+)'
-    bad_re = r'vllm_rerank_requests_total\{dialect="cohere",route="/v1/rerank",status="400"\} 1\.0'
+    ok_re = r'vllm_rerank_requests_total\{dialect="cohere",model="[^"]+",route="/v1/rerank",status="200"\} (\S+)'
+    bad_re = r'vllm_rerank_requests_total\{dialect="cohere",model="[^"]*",route="/v1/rerank",status="400"\} 1\.0'
 
     def counted() -> str | None:  # counters are updated once each response has gone out
         text = httpx.get(f"{cached.url}/metrics").text
@@ -66,7 +66,8 @@ def test_metrics_aggregate_workers_and_include_engine_metrics(cached: ServicePro
         "vllm_rerank_tokens_per_request_count",
         "vllm_rerank_inflight_requests",
         "vllm_rerank_inflight_pairs",
-        'vllm_rerank_engine_state{engine="external0",state="ready"} 1.0',
+        'vllm_rerank_engine_state{engine="external0",model="',  # then the name the engine reports
+        '",state="ready"} 1.0',
         "vllm_rerank_engine_restarts",
         "vllm_rerank_score_cache_total",
         "vllm:num_requests_running",
