@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv)
         topology = plan_topology(settings)
+        # what the defaults resolve to, once: workers and /health see the same numbers
+        settings = settings.replace(workers=topology.workers)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -68,7 +68,13 @@ class Settings(BaseSettings):
 
     host: str = opt("0.0.0.0", "HOST", "Address the HTTP API binds to.")
     port: int = opt(8000, "PORT", "Port of the HTTP API.", ge=0, le=65535)
-    workers: int = opt(1, "WORKERS", "Gateway worker processes (all share one engine).", ge=1)
+    workers: int = opt(
+        0,
+        "WORKERS",
+        "Gateway worker processes (all share the engines). 0 = auto: 1 on CPU; on a GPU one per engine, at "
+        "least 2 and at most half the host cores (8 engines on 16 cores: 8).",
+        ge=0,
+    )
     max_workers: int = opt(
         8, "MAX_WORKERS", "Threads per worker for CPU-bound request work (parsing, rendering).", ge=1
     )

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from engine import FAMILIES, EngineConfig, LaunchMode, ModelFamily
 from engine.config import detect_launch_mode
 from engine.formats import FORMATS, FormatRefusal, ModelInfo, detect_format
+from engine.sizing import gpu_total_bytes, kv_bytes_per_token, param_count
 from gateway.model_specs import ModelSpec
 from gateway.settings import Settings, SettingsError
 
 __all__ = ["EngineSlot", "ModelPlan", "Topology", "engine_configs", "plan_topology"]
 
 _DEFAULT_GPU_SHARE = 0.9
+_SMALL_LLM_PARAMS = 1.5e9  # LLM rerankers up to this size get replicas on a GPU (Qwen3-Reranker-0.6B)
 _FAMILY_FORMAT = {"bi-encoder": "bi-encoder", "cross-encoder": "cross-encoder", "llm-reranker": "qwen3-reranker"}
 
 
@@ -32,6 +34,7 @@ class EngineSlot:
     model: str  # the ModelPlan's name
     gpu_memory_utilization: float | None
     visible_devices: str | None
+    kv_cache_bytes: int | None = None  # an explicit KV-cache budget (engines sharing a card), else None
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Topology:
     device: str
     models: tuple[ModelPlan, ...]  # the first serves requests that name no configured model
     external_urls: tuple[str, ...]
+    workers: int  # gateway worker processes (--workers, or sized from the engines and host cores)
 
     @property
     def engines(self) -> tuple[EngineSlot, ...]:
@@ -107,7 +111,7 @@ def _model_info(settings: Settings, spec: ModelSpec) -> ModelInfo:
         raise SettingsError(str(exc)) from None
 
 
-def _replicas(settings: Settings, spec: ModelSpec, device: str, family: ModelFamily, cpu_count: int) -> int:
+def _replicas(settings: Settings, spec: ModelSpec, info: ModelInfo, device: str, cpu_count: int) -> int:
     """The model's `replicas`, --engine-replicas, or (0 = auto) a count from the host cores for
     encoder models on a GPU, shared out between the models that run on auto.
 
@@ -122,11 +126,49 @@ def _replicas(settings: Settings, spec: ModelSpec, device: str, family: ModelFam
         return settings.engine_replicas
     if settings.engine_devices:
         return len(settings.engine_devices)
+    family = info.format.family
     if device == "cpu" or settings.tensor_parallel_size > 1:
         return 1
     if family.name == "llm-reranker":
-        return 1  # GPU-bound already: one engine batches best
+        params = param_count(info.config, spec.model)
+        if params is None or params > _SMALL_LLM_PARAMS:
+            return 1  # GPU-bound already (4B: 83% busy with one engine): one engine batches best
+        # Qwen3-0.6B shape on an H200 with 16 cores: one engine left the GPU 24-26% busy (its API
+        # server is CPU-bound); 6 engines with explicit KV budgets reached 4,010 pairs/s, 94-96% busy.
+        return max(1, min(6, round((cpu_count - 2) / 2.3)) // len(settings.models))
     return max(1, min(8, round((cpu_count - 2) / 1.8)) // len(settings.models))
+
+
+def _workers(settings: Settings, device: str, engines: int, cpu_count: int) -> int:
+    """--workers, or (0 = auto) one gateway worker per engine on a GPU, at least 2, at most half the
+    host cores; 1 on CPU (the engine needs the cores). Measured on an H200 with 16 cores: 8 BERT
+    engines gave 7,680-7,851 pairs/s with one worker, 8,210-8,962 with 8 (docs/gpu-performance.md)."""
+    if settings.workers:
+        return settings.workers
+    if device == "cpu":
+        return 1
+    return max(1, min(max(2, engines), cpu_count // 2))
+
+
+def _kv_budget(
+    settings: Settings, spec: ModelSpec, info: ModelInfo, share: float | None, gpu_bytes: int | None
+) -> int | None:
+    """An explicit --kv-cache-memory-bytes for an LLM reranker's engine that shares its card: room for
+    4 windows or 64k tokens, whichever is more, capped by what its memory share leaves after the
+    weights (2x, for activations) and 3 GiB. None where nothing needs it, the user set one, or the
+    model's shape or the card's size is unknown."""
+    if info.format.family.name != "llm-reranker" or share is None or not gpu_bytes:
+        return None
+    if any(a.split("=", 1)[0] == "--kv-cache-memory-bytes" for a in (*settings.vllm_args, *spec.vllm_args)):
+        return None
+    per_token = kv_bytes_per_token(info.config)
+    params = param_count(info.config, spec.model)
+    if per_token is None or params is None:
+        return None
+    window = spec.max_model_len or settings.max_model_len or info.default_max_len or info.window or 8192
+    want = per_token * max(4 * window, 65_536)
+    room = int(share * gpu_bytes - 2 * 2 * params - 3 * 2**30)
+    return max(per_token * window, min(want, room))
 
 
 def _plan_gpu_shares(
@@ -178,10 +220,13 @@ def _plan_gpu_shares(
     return shares
 
 
-def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: str | None = None) -> Topology:
+def plan_topology(
+    settings: Settings, *, cpu_count: int | None = None, device: str | None = None, gpu_bytes: int | None = None
+) -> Topology:
     """Raises: SettingsError when a model cannot be served (no model and no bundled one, a format
-    refused, GPU shares past the card)."""
+    refused, GPU shares past the card). `gpu_bytes`: the card's memory (default: asked of NVML on a GPU)."""
     device = device or settings.resolved_device
+    cpu_count = cpu_count or os.cpu_count() or 2
     specs = settings.models
     infos = [_model_info(settings, spec) for spec in specs]
     visible: list[list[str | None]] = []
@@ -189,25 +234,35 @@ def plan_topology(settings: Settings, *, cpu_count: int | None = None, device: s
         if settings.engine_urls:
             visible.append([])
             continue
-        n = _replicas(settings, spec, device, info.format.family, cpu_count or os.cpu_count() or 2)
+        n = _replicas(settings, spec, info, device, cpu_count)
         devices = spec.devices or settings.engine_devices
         visible.append([devices[i % len(devices)] if devices else None for i in range(n)])
     shares = _plan_gpu_shares(settings, list(zip(specs, visible, strict=True)), device)
     several = len(specs) > 1
+    sharing = sum(len(v) for v in visible) > 1 and device != "cpu"
+    if sharing and gpu_bytes is None:
+        gpu_bytes = gpu_total_bytes()
+    workers = _workers(settings, device, sum(len(v) for v in visible) or len(settings.engine_urls), cpu_count)
     plans = []
     for spec, info, cards, model_shares in zip(specs, infos, visible, shares, strict=True):
         prefix = f"{_slug(spec.name or '')}-" if several else ""
         slots = tuple(
-            EngineSlot(f"{prefix}engine{i}", spec.name or "", share, card)
+            EngineSlot(
+                f"{prefix}engine{i}",
+                spec.name or "",
+                share,
+                card,
+                _kv_budget(settings, spec, info, share, gpu_bytes) if sharing else None,
+            )
             for i, (card, share) in enumerate(zip(cards, model_shares, strict=True))
         )
         engines = max(1, len(slots) or len(settings.engine_urls))
         if settings.max_inflight_pairs:  # an explicit limit is the service's: split over the workers
-            inflight = max(1, math.ceil(settings.max_inflight_pairs / settings.workers))
+            inflight = max(1, math.ceil(settings.max_inflight_pairs / workers))
         else:  # per worker: 32 engine batches (max_num_seqs) per engine, enough to keep them saturated
             inflight = 32 * (spec.max_num_seqs or settings.max_num_seqs) * engines
         plans.append(ModelPlan(spec, info, slots, inflight))
-    return Topology(device=device, models=tuple(plans), external_urls=settings.engine_urls)
+    return Topology(device=device, models=tuple(plans), external_urls=settings.engine_urls, workers=workers)
 
 
 def _slug(name: str) -> str:
@@ -227,9 +282,16 @@ def engine_configs(
     configs = []
     for slot, (port, uds) in zip(topology.engines, endpoints, strict=True):
         env = (("CUDA_VISIBLE_DEVICES", slot.visible_devices),) if slot.visible_devices is not None else ()
+        base = bases[slot.model]
+        kv = ("--kv-cache-memory-bytes", str(slot.kv_cache_bytes)) if slot.kv_cache_bytes else ()
         configs.append(
-            bases[slot.model].with_(
-                port=port, uds=uds, name=slot.name, gpu_memory_utilization=slot.gpu_memory_utilization, extra_env=env
+            base.with_(
+                port=port,
+                uds=uds,
+                name=slot.name,
+                gpu_memory_utilization=slot.gpu_memory_utilization,
+                extra_env=env,
+                extra_args=(*base.extra_args, *kv),
             )
         )
     return configs

@@ -251,3 +251,63 @@ def test_models_list_every_name_and_each_model_has_its_own_limits_and_cache() ->
         assert fast.cache is not slow.cache and fast.admission is not slow.admission
         _rerank(c, "fast")
         assert (len(fast.cache), len(slow.cache)) == (2, 0)
+
+
+def test_the_readme_models_file_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("### Several models", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    fast, accurate = parse_settings(["--models-file", _write(tmp_path, "models.toml", block)], {}).models
+    assert fast.aliases == ("rerank-v3.5", "small") and fast.replicas == 2
+    assert accurate.format == "qwen3-reranker" and accurate.vllm_args == ("--dtype", "bfloat16")
+
+
+# ---------------------------------------------------------------------------------------- sizing defaults
+QWEN_06B = {
+    "architectures": ["Qwen3ForCausalLM"],
+    "num_hidden_layers": 28,
+    "hidden_size": 1024,
+    "intermediate_size": 3072,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 8,
+    "head_dim": 128,
+    "vocab_size": 151669,
+}
+
+
+def test_model_size_and_kv_bytes_from_the_config() -> None:
+    from engine.sizing import kv_bytes_per_token, param_count
+
+    assert 0.5e9 < (param_count(QWEN_06B) or 0) < 0.75e9  # Qwen3-0.6B: 0.6B with embeddings
+    assert kv_bytes_per_token(QWEN_06B) == 2 * 28 * 8 * 128 * 2
+    assert param_count(None, "Qwen/Qwen3-Reranker-4B") == 4e9 and param_count(None, "org/model") is None
+
+
+def _qwen_dir(tmp_path: Path, config: dict[str, Any]) -> str:
+    d = tmp_path / "Qwen3-Reranker-0.6B"
+    d.mkdir()
+    (d / "config.json").write_text(orjson.dumps(config).decode())
+    return str(d)
+
+
+def test_gpu_defaults_resolve_replicas_workers_and_kv_budgets(tmp_path: Path) -> None:
+    qwen = _qwen_dir(tmp_path, QWEN_06B)
+    s = Settings(model=(qwen,), model_format="qwen3-reranker")
+    topo = plan_topology(s, device="cuda", cpu_count=16, gpu_bytes=140 * 2**30)
+    assert len(topo.engines) == 6 and topo.workers == 6  # a small LLM reranker gets replicas too
+    (kv,) = {e.kv_cache_bytes for e in topo.engines}
+    assert kv is not None and kv >= 65_536 * 2 * 28 * 8 * 128 * 2  # room for 64k tokens, within its share
+    assert kv < 0.15 * 140 * 2**30
+    (cfg, *_) = engine_configs(s, topo, [9001 + i for i in range(6)])
+    assert cfg.argv()[-2:] == ["--kv-cache-memory-bytes", str(kv)]
+    # a user's own budget wins; a big model stays one engine; CPU stays one engine and one worker
+    own = s.replace(vllm_args=("--kv-cache-memory-bytes", "123"))
+    assert {e.kv_cache_bytes for e in plan_topology(own, device="cuda", cpu_count=16, gpu_bytes=2**37).engines} == {
+        None
+    }
+    big = Settings(model_size="4B")
+    assert len(plan_topology(big, device="cuda", cpu_count=16).engines) == 1
+    cpu = plan_topology(s, device="cpu", cpu_count=16)
+    assert (len(cpu.engines), cpu.workers) == (1, 1)
+    bert = plan_topology(Settings(), device="cuda", cpu_count=16)
+    assert (len(bert.engines), bert.workers, {e.kv_cache_bytes for e in bert.engines}) == (8, 8, {None})
+    assert plan_topology(Settings(workers=3), device="cuda", cpu_count=16).workers == 3

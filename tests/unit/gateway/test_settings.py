@@ -74,7 +74,7 @@ def test_no_abbreviations_swallow_vllm_flags() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "needle"),
     [
-        (["--workers", "0"], {}, "--workers"),
+        (["--workers", "-1"], {}, "--workers"),
         ([], {"GPU_MEMORY_UTILIZATION": "1.5"}, "gpu-memory-utilization"),
         ([], {"MAX_NUM_SEQS": "many"}, "MAX_NUM_SEQS"),
         ([], {"MODEL_SIZE": "2B"}, "MODEL_SIZE"),
@@ -223,7 +223,9 @@ def test_auto_replicas_from_host_cores_for_encoders_on_gpu(tmp_path) -> None:  #
     assert replicas(gpu, 16) == 8 and replicas(gpu, 8) == 3
     assert replicas(gpu, 2) == 1
     assert replicas(parse_settings(["--model", str(bert), "--device", "cpu"], {}), 16) == 1
-    assert replicas(parse_settings(["--model-size", "0.6B", "--device", "cuda"], {}), 16) == 1
+    # a small LLM reranker gets replicas too (its API server leaves the GPU idle), a big one does not
+    assert replicas(parse_settings(["--model-size", "0.6B", "--device", "cuda"], {}), 16) == 6
+    assert replicas(parse_settings(["--model-size", "8B", "--device", "cuda"], {}), 16) == 1
     assert (
         replicas(parse_settings(["--model", str(bert), "--device", "cuda", "--tensor-parallel-size", "2"], {}), 16) == 1
     )
@@ -233,7 +235,7 @@ def test_auto_replicas_from_host_cores_for_encoders_on_gpu(tmp_path) -> None:  #
 def test_settings_built_in_code_are_validated_the_same_way() -> None:
     from pydantic import ValidationError
 
-    for bad in ({"workers": 0}, {"max_documents": 10_001}, {"pretokenize": "on"}, {"port": 8000, "engine_port": 8000}):
+    for bad in ({"workers": -1}, {"max_documents": 10_001}, {"pretokenize": "on"}, {"port": 8000, "engine_port": 8000}):
         with pytest.raises(ValidationError):
             Settings(**bad)
     assert Settings(log_level="DEBUG").log_level == "debug"
@@ -242,7 +244,7 @@ def test_settings_built_in_code_are_validated_the_same_way() -> None:
 def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "1234")
     monkeypatch.setenv("WORKERS", "7")
-    assert Settings().port == 8000 and Settings().workers == 1
+    assert Settings().port == 8000 and Settings().workers == 0
     assert parse_settings([]).port == 1234  # the CLI reads the process environment
 
 
