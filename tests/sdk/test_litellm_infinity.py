@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.sdk.conftest import API_KEY, DOCS, QUERY, TOP_N, Ranked, same_ranking
+from tests.support.isolated_venv import isolated_python
 from tests.support.service import ROOT, ServiceProcess
 
 pytestmark = pytest.mark.sdk
@@ -37,22 +37,8 @@ def test_newest_litellm_infinity_provider(base_url: str, expected: Callable[...,
     assert [r["document"]["text"] for r in res.results] == [DOCS[r["index"]] for r in res.results]
 
 
-def _venv_python() -> Path:
-    py = VENV / "bin" / "python"
-    stamp = VENV / ".ready"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        proc = subprocess.run(
-            [str(py), "-m", "pip", "install", "-q", f"litellm=={OLD}"], capture_output=True, text=True, timeout=900
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"cannot install litellm {OLD}: {proc.stderr[-2000:]}")
-        stamp.touch()
-    return py
-
-
 def test_litellm_tested_before_infinity_provider(service: ServiceProcess, expected: Callable[..., Ranked]) -> None:
-    py = _venv_python()
+    py = isolated_python(VENV, f"litellm=={OLD}")
     version = subprocess.run([str(py), "-m", "pip", "show", "litellm"], capture_output=True, text=True).stdout
     assert f"Version: {OLD}" in version, version
     proc = subprocess.run(
