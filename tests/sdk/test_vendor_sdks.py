@@ -63,6 +63,13 @@ def test_langchain_nvidia_rerank(base_url: str, direct: Callable[[str, dict[str,
     docs = ranker.compress_documents(documents=[Document(page_content=d) for d in DOCS], query=QUERY)
     got = [(DOCS.index(d.page_content), d.metadata["relevance_score"]) for d in docs]
     same_ranking(got, _raw(direct, top_n=TOP_N))
+    # NIM's default truncate is NONE: a passage longer than the model's window is refused (413) ...
+    long = [Document(page_content="paris " * 2000), Document(page_content=DOCS[1])]
+    with pytest.raises(Exception, match="413"):
+        ranker.compress_documents(documents=long, query=QUERY)
+    # ... and cut with truncate="END"
+    cut = ranker.model_copy(update={"truncate": "END"}).compress_documents(documents=long, query=QUERY)
+    assert len(cut) == 2
 
 
 def test_litellm_nvidia_nim_ranking(base_url: str, direct: Callable[[str, dict[str, Any]], Any]) -> None:
