@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from compat.billing import billing
 from compat.documents import check_positive, check_query, check_top_n, document_texts
 from compat.errors import CompatError
 from compat.model import RerankOutcome, RerankQuery
@@ -103,10 +104,11 @@ def _render(q: RerankQuery, out: RerankOutcome, version: str) -> dict[str, Any]:
         if q.raw_scores and item.raw_score is not None:
             r["raw_score"] = item.raw_score
         results.append(r)
+    bill = billing(q, out)
     meta: dict[str, Any] = {
         "api_version": {"version": version},
-        "billed_units": {"search_units": 1},
-        "tokens": {"input_tokens": out.prompt_tokens, "output_tokens": 0},
+        "billed_units": {"search_units": bill.search_units},
+        "tokens": {"input_tokens": bill.tokens, "output_tokens": 0},
     }
     if out.warnings:
         meta["warnings"] = list(out.warnings)
@@ -115,7 +117,7 @@ def _render(q: RerankQuery, out: RerankOutcome, version: str) -> dict[str, Any]:
         "results": results,
         "meta": meta,
         "model": out.model,
-        "usage": {"total_tokens": out.prompt_tokens, "prompt_tokens": out.prompt_tokens},
+        "usage": {"total_tokens": bill.tokens, "prompt_tokens": bill.tokens},
     }
 
 

@@ -26,7 +26,7 @@ from gateway.deps import Runtime
 from gateway.errors import register_error_handlers
 from gateway.metrics import METRICS, EngineMetricsCache
 from gateway.middleware import GatewayMiddleware, KeyStore
-from gateway.routes import ops, rerank
+from gateway.routes import ops, rerank, vendors
 from gateway.settings import SETTINGS_ENV, Settings
 from gateway.topology import ModelPlan, Topology, plan_topology
 
@@ -120,6 +120,7 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     )
     register_error_handlers(app)
     app.include_router(rerank.router)
+    app.include_router(vendors.router)
     app.include_router(ops.router)
     return app
 

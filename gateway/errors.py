@@ -15,6 +15,11 @@ dialect envelope. The middleware (auth, body limits, unreadable JSON) and the ex
 | any other EngineError | 503 + Retry-After 2 |
 | starlette HTTPException (404 unknown path, 405 method) | its own |
 | anything else | 500: a generic message and the request id; the traceback only in the log |
+
+The body is the dialect's envelope: TEI's `{error, error_type}`, Pinecone's `{error: {code,
+message}, status}` (compat.pinecone), else the superset every other client reads (Cohere
+`message`, Jina / Voyage / NVIDIA NIM `detail`, OpenAI / Infinity `error{}`; Mixedbread publishes
+no error schema and its SDK keeps any JSON body).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from compat import pinecone
 from compat.errors import CompatError, error_body
 from core import OverloadedError
 from engine import (
@@ -145,7 +151,10 @@ def render_error(exc: BaseException, *, dialect: str, request_id: str) -> Render
     retry = kind.retry_after(exc)
     if retry is not None:
         headers.append(("Retry-After", str(max(1, math.ceil(retry)))))
-    body = error_body(dialect=dialect, status=status, message=message, request_id=request_id, param=param)
+    if dialect == "pinecone":
+        body = pinecone.error_body(status=status, message=message, request_id=request_id, param=param)
+    else:
+        body = error_body(dialect=dialect, status=status, message=message, request_id=request_id, param=param)
     return RenderedError(status, message, tuple(headers), orjson.dumps(body))
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from compat.detect import dialect_of
+from compat.detect import VENDOR_PATHS, dialect_of
 from compat.errors import CompatError
 from gateway.errors import BodyTooLargeError, UnauthorizedError, render_error
 from gateway.metrics import METRICS, RequestStats
@@ -50,9 +50,11 @@ __all__ = [
 
 log = logging.getLogger("vllm_rerank.access")
 
-INFERENCE_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score", "/v1/models", "/models"})
+INFERENCE_PATHS = frozenset(
+    {"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score", "/v1/models", "/models", *VENDOR_PATHS}
+)
 OPS_PATHS = frozenset({"/health", "/v1/health", "/metrics"})
-JSON_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score"})
+JSON_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score", *VENDOR_PATHS})
 
 
 # Containers (objects and arrays) a body may nest, the body itself included. Real requests need
@@ -194,7 +196,7 @@ class GatewayMiddleware:
         rid = request_id(headers.get("x-request-id"))
         stats = RequestStats()
         state = scope.setdefault("state", {})
-        state.update(request_id=rid, stats=stats, dialect=dialect_of(path, None))
+        state.update(request_id=rid, stats=stats, dialect=dialect_of(path, None, headers))
         route = path if path in INFERENCE_PATHS or path in OPS_PATHS else "other"
         status = 500
         inference = path in INFERENCE_PATHS
@@ -239,9 +241,11 @@ class GatewayMiddleware:
             else:
                 state["json"] = data
             # a body too deep to use still names its dialect by its top-level keys
-            state["dialect"] = dialect_of(path, data)
+            state["dialect"] = dialect_of(path, data, headers)
         if self.keys.enabled and (inference or (self.protect_ops and path in OPS_PATHS)):
             auth = headers.get("authorization")
+            if auth is None and state["dialect"] == "pinecone" and "api-key" in headers:
+                auth = f"Bearer {headers['api-key']}"  # Pinecone clients send the key as `Api-Key`
             if not self.keys.check(auth):
                 message = "no api key supplied" if auth is None else "invalid api token"
                 return await self._reply(send, scope, UnauthorizedError(message))

@@ -3,7 +3,7 @@
 | path | dialect |
 | /v1/rerank | Voyage when the body has `top_k`/`truncation`, else the Cohere v1 / Jina superset |
 | /v2/rerank | Cohere v2 (every shape SDKs have sent since 5.10) |
-| /rerank | TEI when the body has `texts`, else the Cohere v1 / Jina superset (vLLM, Infinity, LiteLLM) |
+| /rerank | TEI when the body has `texts`, Pinecone by its header, else the Cohere v1 / Jina superset (vLLM, LiteLLM) |
 | /score, /v1/score | vLLM score API |
 
 A request's `model` picks the model that scores it (core.routing.ModelRouter).
@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from compat import cohere, score, tei, voyage
+from compat import cohere, pinecone, score, tei, voyage
 from compat.model import RerankOutcome, RerankQuery
 from gateway.deps import Runtime, RuntimeDep
 
@@ -68,6 +68,10 @@ async def rerank_v2(request: Request, rt: RuntimeDep) -> Response:
 async def rerank_bare(request: Request, rt: RuntimeDep) -> Response:
     if request.state.dialect == "tei":
         return await _rerank(request, rt, tei.TeiRerankRequest, tei.parse_tei, tei.render_tei)
+    if request.state.dialect == "pinecone":
+        return await _rerank(
+            request, rt, pinecone.PineconeRerankRequest, pinecone.parse_pinecone, pinecone.render_pinecone
+        )
     return await _cohere_v1(request, rt)
 
 

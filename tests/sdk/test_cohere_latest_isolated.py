@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.sdk.conftest import DOCS, QUERY
+from tests.support.isolated_venv import isolated_python
 from tests.support.service import ROOT, ServiceProcess
 
 pytestmark = pytest.mark.sdk
@@ -20,22 +20,8 @@ VENV = ROOT / ".venv-cohere-latest"
 SCRIPT = Path(__file__).with_name("isolated") / "cohere_latest.py"
 
 
-def _venv_python() -> Path:
-    py = VENV / "bin" / "python"
-    stamp = VENV / ".ready"
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        proc = subprocess.run(
-            [str(py), "-m", "pip", "install", "-q", "cohere>=7"], capture_output=True, text=True, timeout=600
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"cannot install the latest cohere SDK: {proc.stderr[-2000:]}")
-        stamp.touch()
-    return py
-
-
 def test_latest_cohere_sdk_in_its_own_environment(service: ServiceProcess) -> None:
-    py = _venv_python()
+    py = isolated_python(VENV, "cohere>=7")
     proc = subprocess.run(
         [str(py), str(SCRIPT), service.url, QUERY, json.dumps(DOCS)], capture_output=True, text=True, timeout=300
     )

@@ -22,7 +22,8 @@ PROVIDERS = {
 
 # LiteLLM's infinity provider reads `document` as a plain string (Infinity's shape), while
 # hosted_vllm reads `{"text": ...}` (vLLM's shape); both post the same body to /rerank, where we
-# answer vLLM's shape. With infinity, ask for no documents (see docs/compatibility.md).
+# answer vLLM's shape. With infinity, ask for no documents here, or use the /infinity base
+# (tests/sdk/test_litellm_infinity.py; docs/compatibility.md).
 EXTRA = {"infinity": {"return_documents": False}}
 
 
