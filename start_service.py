@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 __all__ = ["main"]
@@ -75,6 +76,7 @@ def _raise_fd_limit() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.monotonic()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if argv is None:
         rest, keys = _keys_out_of_argv(sys.argv[1:])
@@ -145,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
         socket_dir.chmod(0o700)
         sockets = [str(socket_dir / f"engine{i}.sock") for i in range(len(topology.engines))]
     configs = engine_configs(settings, topology, ports, sockets=sockets)
+    from gateway.startup import announce_ready, preflight_exit_code
+
+    code = preflight_exit_code(settings, configs, environ=os.environ)  # before any engine starts
+    if code:
+        if socket_dir is not None:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        if not settings.runtime_dir:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+        return code
     for plan in topology.models:
         log.info(
             "service_config model=%s path=%s format=%s device=%s workers=%d engines=%s",
@@ -219,6 +230,17 @@ def main(argv: list[str] | None = None) -> int:
         for sup in supervisors:
             sup.start()
         threading.Thread(target=watch_first_start, name="first-start", daemon=True).start()
+        threading.Thread(
+            target=announce_ready,
+            args=(supervisors, settings),
+            kwargs={
+                "model": ", ".join(p.name or p.spec.model for p in topology.models),
+                "stopping": stopping,
+                "started": t0,
+            },
+            name="ready-line",
+            daemon=True,
+        ).start()
         # uvicorn with --workers processes, the connection limits (--header-timeout, --body-timeout,
         # --max-connections) and, on SIGTERM, a drain of up to --stop-grace s: the listener closes, a
         # request in progress is answered (503 + Retry-After if it is not done by then), no connection

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.families import ModelFamily
 from engine.formats import ModelFormat
+from engine.logs import EngineLogLevel
 from engine.snapshot import EngineArgs
 from engine.transport import unix_url
 
@@ -90,6 +91,7 @@ class EngineConfig:
     extra_env: tuple[tuple[str, str], ...] = ()
     name: str = "engine0"
     uds: str | None = None  # serve on this Unix socket instead of host:port (reachable only by its owner)
+    log_threshold: EngineLogLevel = "warning"  # engine lines re-logged: this level and up, plus progress
 
     def with_(self, **changes: object) -> EngineConfig:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -199,8 +201,10 @@ class EngineConfig:
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         # The service's own variables (its settings, API keys among them, and state file) are not
         # the engine's: vLLM warns about every unknown VLLM_* variable, and a key has no business there.
-        for key in [k for k in env if k.startswith("VLLM_RERANK_")]:
+        for key in [k for k in env if k.startswith(("VLLM_RERANK_", "RERANK_"))]:
             del env[key]
+        if self.log_threshold == "debug":  # vLLM writes its DEBUG lines only when asked
+            env.setdefault("VLLM_LOGGING_LEVEL", "DEBUG")
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("VLLM_DO_NOT_TRACK", "1")
         env.setdefault("PYTHONUNBUFFERED", "1")

@@ -19,6 +19,7 @@ import threading
 import time
 
 from engine.config import EngineConfig
+from engine.logs import EngineLogReader, shown
 
 __all__ = ["EngineProcess", "classify_failure", "die_with_parent", "exit_cause"]
 
@@ -108,7 +109,13 @@ class EngineProcess:
         self.lines = 0  # lines read since start (the tail keeps the last `tail_lines`)
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: threading.Thread | None = None
+        self._log = EngineLogReader()
         self.started_at = 0.0
+
+    @property
+    def stage(self) -> str:
+        """The furthest start-up stage its output has shown (engine.logs)."""
+        return self._log.stage
 
     @property
     def pid(self) -> int | None:
@@ -122,6 +129,7 @@ class EngineProcess:
         log.info("engine_starting name=%s cmd=%s", self.config.name, " ".join(self.config.redacted_argv()))
         self.tail.clear()
         self.lines = 0
+        self._log = EngineLogReader()
         self.started_at = time.monotonic()
         self._proc = subprocess.Popen(
             argv,
@@ -136,14 +144,23 @@ class EngineProcess:
         self._reader.start()
 
     def _forward(self) -> None:
+        """Re-log each line at the level the engine wrote it (a traceback at ERROR), keeping only those
+        at or above `--engine-log` and the start-up progress; the tail keeps every line."""
         assert self._proc is not None and self._proc.stdout is not None
         out = logging.getLogger("vllm_rerank.engine.log")
+        threshold = self.config.log_threshold
         for raw in iter(self._proc.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self.tail.append(line)
+            text = raw.decode("utf-8", "replace").rstrip()
+            if text:
+                self.tail.append(text)
                 self.lines += 1
-                out.info("%s %s", self.prefix, line)
+                line = self._log.read(text)
+                if shown(line, threshold):
+                    out.log(max(line.level, logging.INFO) if line.progress else line.level, "%s %s", self.prefix, text)
+
+    def elapsed(self) -> float:
+        """Seconds since the process was started."""
+        return time.monotonic() - self.started_at
 
     def poll(self) -> int | None:
         return self._proc.poll() if self._proc else None

@@ -2,7 +2,10 @@
 
 States:  STARTING → READY → (crash) RESTARTING → READY ... ; FAILED (first start failed, or
 too many crashes in a window); STOPPED (after stop()). Every change is published through
-`on_change(snapshot)` so other processes (gateway workers) can see it.
+`on_change(snapshot)` so other processes (gateway workers) can see it. An engine is READY once its
+/health answers 200 *and* it has answered a warm-up shaped like real traffic (engine.warmup), so
+the first user request is as fast as the next. While it loads, `engine_loading` lines name the
+stage its own output has reached (engine.logs) and the time elapsed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from engine.errors import EngineStartError
 from engine.process import EngineProcess, classify_failure, exit_cause
 from engine.snapshot import EngineSnapshot, EngineState
 from engine.transport import sync_client
+from engine.warmup import Warmup, warm_up
 
 __all__ = ["EngineSupervisor", "RestartPolicy"]
 
@@ -77,6 +81,7 @@ class EngineSupervisor:
         self.start_error: EngineStartError | None = None
         self.ready_since: float | None = None
         self.max_model_len: int | None = None
+        self.warmup: Warmup | None = None  # the last start's warm-up
         self._proc: EngineProcess | None = None
         self._base = config.url
         self._stop = threading.Event()
@@ -164,10 +169,7 @@ class EngineSupervisor:
                 cause, line = classify_failure(list(proc.tail))
                 return EngineStartError(f"engine exited with code {rc} during start ({cause}): {line}", cause=cause)
             if self._healthy(client):
-                self.start_seconds = time.monotonic() - proc.started_at
-                log.info(
-                    "engine_ready name=%s url=%s after=%.1fs", self.config.name, self.config.url, self.start_seconds
-                )
+                log.info("engine_up name=%s url=%s after=%.1fs", self.config.name, self.config.url, proc.elapsed())
                 return None
             if time.monotonic() > deadline:
                 return EngineStartError(
@@ -176,14 +178,34 @@ class EngineSupervisor:
                 )
             if time.monotonic() > next_note:
                 log.info(
-                    "engine_loading name=%s elapsed=%.0fs last=%s",
+                    "engine_loading name=%s stage=%r elapsed=%.0fs last=%s",
                     self.config.name,
-                    time.monotonic() - proc.started_at,
+                    proc.stage,
+                    proc.elapsed(),
                     (proc.tail[-1][:160] if proc.tail else ""),
                 )
                 next_note = time.monotonic() + 15
             self._stop.wait(0.25)
         return EngineStartError("stopped during start", cause="stopped")
+
+    def _warm_up(self, proc: EngineProcess, client: httpx.Client) -> None:
+        """The warm-up before READY (engine.warmup); a failed one is logged, and the engine still
+        serves (the hang checks watch it from now on)."""
+        left = max(30.0, self.ready_timeout_s - proc.elapsed())
+        w = warm_up(client, self._base, self.config, timeout=left)
+        self.warmup = w
+        if w.error:
+            log.warning("engine_warmup_failed name=%s after=%.1fs error=%s", self.config.name, w.seconds, w.error[:300])
+        else:
+            log.info(
+                "engine_warmed name=%s requests=%d documents=%d seconds=%.2f",
+                self.config.name,
+                w.requests,
+                w.documents,
+                w.seconds,
+            )
+        self.start_seconds = proc.elapsed()
+        log.info("engine_ready name=%s url=%s after=%.1fs", self.config.name, self.config.url, self.start_seconds)
 
     def _describe(self, client: httpx.Client) -> None:
         """Read the engine's effective max_model_len (the gateway sizes truncation with it)."""
@@ -314,6 +336,9 @@ class EngineSupervisor:
                     self.policy.record_crash(time.monotonic())
                 else:
                     self._describe(client)
+                    self._warm_up(proc, client)
+                    if self._stop.is_set():
+                        break
                     self._set(EngineState.READY)
                     if first:
                         first = False

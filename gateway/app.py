@@ -32,8 +32,8 @@ from gateway.topology import ModelPlan, Topology, plan_topology
 
 __all__ = ["PARENT_PID_ENV", "STATE_FILE_ENV", "create_app", "create_app_from_env"]
 
-STATE_FILE_ENV = "VLLM_RERANK_STATE_FILE"
-PARENT_PID_ENV = "VLLM_RERANK_GATEWAY_PID"
+STATE_FILE_ENV = "RERANK_STATE_FILE"  # not VLLM_* (vLLM warns about unknown ones)
+PARENT_PID_ENV = "RERANK_GATEWAY_PID"
 log = logging.getLogger("vllm_rerank.gateway")
 
 

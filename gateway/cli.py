@@ -1,6 +1,7 @@
 """Command line → `Settings`: the parser is generated from the settings fields (gateway.settings).
 
-A flag wins over its env var, the env var over the default. Flags this parser does not know,
+A flag wins over its env var, the env var over the config file (`--config`, gateway.config_file),
+the file over the default. Flags this parser does not know,
 and everything after `--`, are passed verbatim to `vllm serve`. This is the only module that
 reads os.environ for settings.
 """
@@ -14,7 +15,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-from gateway.settings import Settings, env_names, flag_of, load_settings
+from gateway.config_file import ConfigFileError, read_config_file
+from gateway.settings import Settings, SettingsError, env_names, flag_of, load_settings
 
 __all__ = ["OPTIONS", "Option", "build_parser", "parse_settings"]
 
@@ -101,5 +103,14 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         value = getattr(ns, opt.field)
         if value is not None:
             values[opt.field] = tuple(value) if opt.kind is list else value
-    values["vllm_args"] = tuple(unknown + passthrough)
-    return load_settings(values, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    config = values.get("config") or environ.get("RERANK_CONFIG") or None
+    file_values: dict[str, Any] = {}
+    if config:
+        try:
+            file_values = read_config_file(config)
+        except ConfigFileError as exc:
+            raise SettingsError(str(exc)) from None
+    # The file's vLLM flags first: for a flag given twice, vLLM keeps the command line's (the last).
+    values["vllm_args"] = (*file_values.pop("vllm_args", ()), *unknown, *passthrough)
+    return load_settings(values, environ, file_values=file_values)

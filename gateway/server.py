@@ -55,6 +55,7 @@ from compat.detect import dialect_of
 from compat.errors import error_body
 from gateway.metrics import METRICS
 from gateway.settings import Settings
+from gateway.startup import ListeningFilter
 
 __all__ = [
     "ConnectionLimits",
@@ -114,6 +115,14 @@ class GatewayConfig(uvicorn.Config):
     def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
         self.limits = limits
         super().__init__(app, **kwargs)
+
+    def configure_logging(self) -> None:
+        """uvicorn's logging, with "Uvicorn running on" re-worded (gateway.startup): the engines may
+        still be loading. Runs in the main process and again in every worker."""
+        super().configure_logging()
+        logger = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, ListeningFilter) for f in logger.filters):
+            logger.addFilter(ListeningFilter())
 
 
 def _plain_response(status: int, reason: str, body: bytes, extra: list[tuple[str, str]]) -> bytes:

@@ -25,15 +25,19 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Pydanti
 
 from engine import QWEN3_PRESETS, detect_device
 from engine.formats import FORMATS, hub_id_of
+from engine.logs import EngineLogLevel
+from gateway.config_file import FileSource
 from gateway.model_specs import FormatName, ModelsFileError, ModelSpec, load_models_file, parse_model_flag
 
 __all__ = ["SETTINGS_ENV", "Settings", "SettingsError", "bundled_model_path", "env_names", "flag_of"]
 
-SETTINGS_ENV = "VLLM_RERANK_SETTINGS_JSON"
+SETTINGS_ENV = "RERANK_SETTINGS_JSON"  # not VLLM_*: vLLM warns about every VLLM_* it does not know
 
 # The environment `Settings` reads from while `load_settings` builds one; empty otherwise.
 _NO_ENV: Mapping[str, str] = types.MappingProxyType({})
 _ENVIRON: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("settings_environ", default=_NO_ENV)
+# The config file's values (gateway.config_file), below the environment; empty when there is none.
+_FILE: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("settings_file", default=_NO_ENV)
 
 
 class SettingsError(ValueError):
@@ -269,6 +273,26 @@ class Settings(BaseSettings):
         "Replace the engine launcher (default: `vllm serve` or `python -m vllm.entrypoints.openai.api_server`), "
         "e.g. a wrapper script; it receives the usual vLLM arguments.",
     )
+    # ---- start-up: engine log, config file (gateway/config_file.py), pre-flight checks (engine/preflight.py)
+    engine_log: EngineLogLevel = opt(
+        "warning",
+        "RERANK_ENGINE_LOG",
+        "Engine output re-logged at its own level: debug, info, warning or error and up; its start-up progress "
+        "lines (weights, cache, API server) are shown at every level.",
+    )
+    config: str | None = opt(
+        None,
+        "RERANK_CONFIG",
+        "YAML or TOML file of settings (keys: flag names without the dashes, e.g. max-num-seqs: 64, or the "
+        "field names; vllm-args: a list passed to vLLM). A flag wins over its env var, the env var over the "
+        "file, the file over the default.",
+    )
+    preflight: bool = opt(
+        True,
+        "RERANK_PREFLIGHT",
+        "Check before any engine starts: pass-through flags against the installed vLLM's own parser, that the "
+        "model exists (local path, Hugging Face cache or hub) and that a --model-size fits the device.",
+    )
     # Flags this service does not know, passed to the engine as they are (command line only).
     vllm_args: tuple[str, ...] = ()
     # The models file's contents, read once where the settings are loaded (workers get them with the
@@ -374,9 +398,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Values given in code (the CLI's among them) win over the environment; the environment is
-        the one `load_settings` was handed (none when a Settings is built in code)."""
-        return init_settings, _MappingEnvSource(settings_cls, _ENVIRON.get())
+        """Values given in code (the CLI's among them) win over the environment, the environment over the
+        config file; both are those `load_settings` was handed (none when a Settings is built in code)."""
+        return init_settings, _MappingEnvSource(settings_cls, _ENVIRON.get()), FileSource(settings_cls, _FILE.get())
 
     # ------------------------------------------------------------------ derived names
     @property
@@ -507,16 +531,21 @@ def describe_error(exc: Exception) -> str:
     return "; ".join(parts)
 
 
-def load_settings(values: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
-    """Settings from values given on the command line (by field name) over `environ`.
+def load_settings(
+    values: Mapping[str, Any], environ: Mapping[str, str], *, file_values: Mapping[str, Any] | None = None
+) -> Settings:
+    """Settings from values given on the command line (by field name) over `environ` over `file_values`
+    (a config file's, by field name).
 
     Raises: SettingsError (the message names the flag and env var)."""
     from pydantic import ValidationError
 
     token = _ENVIRON.set(environ)
+    file_token = _FILE.set(file_values or _NO_ENV)
     try:
         return Settings(**values)
     except ValidationError as exc:
         raise SettingsError(describe_error(exc)) from None
     finally:
+        _FILE.reset(file_token)
         _ENVIRON.reset(token)

@@ -325,4 +325,5 @@ def _model_config(settings: Settings, topology: Topology, plan: ModelPlan) -> En
         hf_overrides=dict(fmt.hf_overrides) if fmt.hf_overrides else None,
         chat_template=fmt.template_path,
         extra_args=(*settings.vllm_args, *spec.vllm_args),
+        log_threshold=settings.engine_log,
     )

@@ -17,6 +17,9 @@ Never use it to prove features work: its scores are constants. It accepts vLLM's
   --score-gate FILE     /score answers only once FILE exists (requests stay in flight until then)
   --ignore-sigterm      ignore SIGTERM (the supervisor must SIGKILL the group)
   --oom-above F         fail to start like a CUDA OOM when --gpu-memory-utilization > F
+
+The supervisor's warm-up requests (header x-vllm-rerank-warmup) are answered at once and not counted:
+the faults above apply to the requests a test sends.
 """
 
 from __future__ import annotations
@@ -114,6 +117,11 @@ def main() -> None:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            if self.headers.get("x-vllm-rerank-warmup"):  # the supervisor's warm-up: no fault, not counted
+                docs = body.get("text_2") or body.get("input") or []
+                data = [{"index": i, "object": "score", "score": 0.5} for i in range(len(docs))]
+                self._send(200, {"object": "list", "data": data, "usage": {"prompt_tokens": len(docs)}})
+                return
             with lock:
                 count["score"] += 1
                 n = count["score"]
