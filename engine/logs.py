@@ -37,6 +37,8 @@ _TAG = r"^(?:\([\w.:-]+(?: pid=\d+)?\)\s+)?"
 _PREFIXED = re.compile(_TAG + r"(DEBUG|INFO|WARN|WARNING|ERROR|CRITICAL)(?:\s+\d\d-\d\d\s|:\s)")
 _TRACEBACK = re.compile(_TAG + r"Traceback \(most recent call last\):")
 _PY_WARNING = re.compile(r":\d+: \w*Warning: ")
+_GLOG = re.compile(r"^\[([WEF])\d{4} ")  # torch's C++ lines: "[W1202 07:40:19.64 utils.cpp:68] Warning: ..."
+_GLOG_LEVELS = {"W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
 
 # Start-up stages, in the order vLLM reaches them, each with the lines that mark it (vLLM 0.26 to 0.33).
 _STAGES: list[tuple[str, re.Pattern[str]]] = [
@@ -47,7 +49,10 @@ _STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("compiling", re.compile(r"torch\.compile|Compil(?:ing|ation)|Dynamo bytecode")),
     ("sizing cache", re.compile(r"KV cache|num_gpu_blocks|Memory profiling|profile, create kv cache")),
     ("capturing graphs", re.compile(r"Capturing CUDA graph|Graph capturing")),
-    ("starting api server", re.compile(r"Starting vLLM API server|Available routes are|Application startup complete")),
+    (
+        "starting api server",
+        re.compile(r"Starting vLLM (?:API )?server|Available routes are|Application startup complete"),
+    ),
 ]
 _STAGE_RANK = {name: i for i, (name, _) in enumerate(_STAGES)}
 
@@ -90,6 +95,8 @@ class EngineLogReader:
             level = logging.ERROR
         elif _PY_WARNING.search(text):
             level = logging.WARNING
+        elif g := _GLOG.match(text):
+            level = _GLOG_LEVELS[g.group(1)]
         else:  # tqdm bars, prints: the engine's plain output
             level = logging.INFO
         stage = _stage_of(text) if level <= logging.INFO else None

@@ -115,6 +115,12 @@ def _hub_reachable(model: str, *, revision: str | None, environ: Mapping[str, st
             f"no model {model!r} on {endpoint} (nor a local path): check the id, or set HF_TOKEN if it is private",
             cause="bad_model",
         )
+    if type(exc).__name__ == "OfflineModeIsEnabled":  # huggingface_hub read HF_HUB_OFFLINE when it was imported
+        raise EngineStartError(
+            f"{model!r} is not in the Hugging Face cache ({hf_cache_dir(environ)}) and offline mode forbids "
+            "downloading it",
+            cause="not_cached",
+        )
     raise EngineStartError(
         f"{model!r} is not in the Hugging Face cache ({hf_cache_dir(environ)}) and {endpoint} cannot be reached "
         f"({type(exc).__name__}: {str(exc)[:160]}): check the network, or set HF_HUB_OFFLINE=1 with the model cached",
