@@ -53,19 +53,20 @@ class FileSource(PydanticBaseSettingsSource):
         return out
 
 
-def _parse(path: Path, text: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """(top-level mapping, line of each key) of a YAML or TOML text (by suffix; else YAML, which is JSON too)."""
-    if path.suffix.lower() == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigFileError(f"{path}: not valid TOML: {exc}") from None
-        lines: dict[str, int] = {}
-        for i, line in enumerate(text.splitlines(), 1):
-            m = re.match(r"\s*[\"']?([\w.-]+)[\"']?\s*=", line)
-            if m:
-                lines.setdefault(m.group(1), i)
-        return data, lines
+def _parse_toml(path: Path, text: str) -> tuple[dict[str, Any], dict[str, int]]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML: {exc}") from None
+    lines: dict[str, int] = {}  # tomllib keeps no positions: the first line that assigns the key
+    for i, line in enumerate(text.splitlines(), 1):
+        m = re.match(r"\s*[\"']?([\w.-]+)[\"']?\s*=", line)
+        if m:
+            lines.setdefault(m.group(1), i)
+    return data, lines
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[dict[str, Any], dict[str, int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -75,7 +76,13 @@ def _parse(path: Path, text: str) -> tuple[dict[str, Any], dict[str, int]]:
         return {}, {}
     if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
         raise ConfigFileError(f"{path}: expected a mapping of settings (key: value) at the top level")
-    lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+    lines: dict[str, int] = {}
+    for key, _ in node.value:  # PyYAML keeps the last of two equal keys without a word: refuse them
+        line = key.start_mark.line + 1
+        if str(key.value) in lines:
+            first = lines[str(key.value)]
+            raise ConfigFileError(f"{path} line {line}: {key.value!r} is set a second time (first on line {first})")
+        lines[str(key.value)] = line
     return data, lines
 
 
@@ -104,7 +111,8 @@ def read_config_file(path: str) -> dict[str, Any]:
     except OSError as exc:
         why = exc.strerror or exc
         raise ConfigFileError(f"cannot read config file {path!r} ({why}) (--config/RERANK_CONFIG)") from None
-    data, lines = _parse(file, text)
+    # (top-level mapping, line of each key): TOML by its suffix, anything else as YAML (JSON is YAML too)
+    data, lines = (_parse_toml if file.suffix.lower() == ".toml" else _parse_yaml)(file, text)
     names = _names(Settings.model_fields, flag_of)
     out: dict[str, Any] = {}
     for key, value in data.items():

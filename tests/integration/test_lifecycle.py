@@ -179,21 +179,45 @@ def _start_fails(args: list[str], timeout: float = 240) -> tuple[int, str]:
     return proc.returncode, proc.stderr
 
 
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, err[-3000:]
+    return lines[0]
+
+
 def test_bad_model_path_fails_fast_with_one_clear_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
     missing = str(tmp_path / "missing-model")
-    rc, err = _start_fails(["--model", missing])
-    assert rc == 1
-    lines = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "engine failed to start (bad_model)" in lines[0], err[-3000:]
+    started = time.monotonic()
+    rc, err = _start_fails(["--model", missing, "--model-family", "cross-encoder"], timeout=60)
+    assert rc == 2
+    assert _one_error_line(err) == f"error: cannot start (bad_model): model path {missing} does not exist"
+    assert time.monotonic() - started < 30  # no engine was started: no vLLM import, no 20 s wait
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if missing in " ".join(p.info["cmdline"] or [])]
     assert not leftovers
 
 
-def test_bad_vllm_flag_fails_with_its_cause() -> None:
-    rc, err = _start_fails(["--", "--definitely-not-a-vllm-flag"])
-    assert rc == 1
-    line = next(line for line in err.splitlines() if line.startswith("error: "))
-    assert "(bad_flag)" in line and "--definitely-not-a-vllm-flag" in line
+def test_mistyped_vllm_flag_fails_before_any_engine_with_a_suggestion() -> None:
+    rc, err = _start_fails(["--modle", "x"], timeout=240)
+    assert rc == 2
+    line = _one_error_line(err)
+    assert line.startswith("error: cannot start (bad_flag): unknown vLLM flag --modle (did you mean --model")
+    assert "engine_starting" not in err  # refused before any engine was spawned
+
+
+def test_hub_id_neither_cached_nor_downloadable_says_so() -> None:
+    rc, err = _start_fails(["--model", "nobody-here/no-such-reranker", "--model-family", "cross-encoder"], timeout=60)
+    assert rc == 2  # the session runs with HF_HUB_OFFLINE=1 (tests/conftest.py)
+    assert _one_error_line(err).startswith("error: cannot start (not_cached): 'nobody-here/no-such-reranker' is not")
+
+
+@pytest.mark.skipif(
+    os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") > 30e9, reason="the 8B preset fits this machine's RAM"
+)
+def test_model_size_too_large_for_this_machine_fails_at_once() -> None:
+    rc, err = _start_fails(["--model-size", "8B"], timeout=60)
+    assert rc == 2
+    line = _one_error_line(err)
+    assert line.startswith("error: cannot start (too_large): Qwen/Qwen3-Reranker-8B needs ~32.8 GB") and "RAM" in line
 
 
 def test_port_in_use_fails_at_once() -> None:

@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from tests.support.service import ServiceProcess
+from tests.support.wait import wait_until
 
 QUERY = "How do cats hunt?"
 DOCS = [
@@ -164,3 +165,26 @@ def test_long_documents_are_truncated_not_rejected(service: ServiceProcess) -> N
     r = _post(service, "/v2/rerank", {"model": "m", "query": QUERY, "documents": [long_doc, DOCS[0]]})
     assert r.status_code == 200, r.text
     assert np.isfinite([x["relevance_score"] for x in r.json()["results"]]).all()
+
+
+def test_start_up_log_tells_the_truth(service: ServiceProcess) -> None:
+    """The shared service's own start-up log (real engine, 2 workers): engine progress lines, the warm-up,
+    then ONE "ready at" line; nothing said "running" before it; engine chatter below --engine-log warning
+    is left out; no variable of ours made vLLM warn."""
+
+    def lines() -> list[str]:
+        return service.log_path.read_text(errors="replace").splitlines()
+
+    wait_until(lambda: any("ready at http://" in line for line in lines()), 30, 0.2, message=service.log_tail)
+    log = lines()
+    ready = [i for i, line in enumerate(log) if "ready at http://" in line]
+    assert len(ready) == 1, "\n".join(log[-80:])
+    assert f"ready at http://127.0.0.1:{service.port} (model all-MiniLM-L6-v2, 1 engine)" in log[ready[0]]
+    warmed = [i for i, line in enumerate(log) if "engine_warmed name=engine0" in line]
+    assert warmed and warmed[0] < ready[0], "the warm-up must be answered before the service says ready"
+    assert "documents=32" in log[warmed[0]]
+    assert not any("Uvicorn running" in line for line in log)
+    assert any("gateway listening on" in line and "not ready yet" in line for line in log[: ready[0]])
+    assert any("[engine0]" in line and "Loading weights took" in line for line in log)  # progress: shown
+    assert not any("[engine0]" in line and "Route: /" in line for line in log)  # INFO chatter: not shown
+    assert not any("Unknown vLLM environment variable" in line for line in log)

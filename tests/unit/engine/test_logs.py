@@ -18,7 +18,10 @@ REAL = [
     ("(APIServer pid=8270) WARNING 12-02 07:39:46 [system_utils.py:255] Found ulimit of 20000", logging.WARNING),
     ("(VllmWorker-0 pid=8704) WARNING 12-02 07:40:19 [vllm.py:725] Model Runner V2 requires Triton", logging.WARNING),
     ("(EngineCore pid=8532) ERROR 12-02 07:40:21 [core.py:1] EngineCore failed to start.", logging.ERROR),
-    ("INFO 12-02 07:40:21 [core.py:402] init engine (profile, create kv cache, warmup model) took 0.02 s", logging.INFO),
+    (
+        "INFO 12-02 07:40:21 [core.py:402] init engine (profile, create kv cache, warmup model) took 0.02 s",
+        logging.INFO,
+    ),
     ("DEBUG 12-02 07:40:21 [core.py:1] step", logging.DEBUG),
     ("(APIServer pid=1) INFO:     Started server process [1]", logging.INFO),
     ("/x/api_server.py:24: DeprecationWarning: `vllm.entrypoints.openai.api_server` is deprecated", logging.WARNING),
