@@ -233,7 +233,8 @@ def device_memory(config: EngineConfig, *, environ: Mapping[str, str]) -> Device
     try:
         pynvml.nvmlInit()
         try:
-            visible = environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+            devices = dict(config.extra_env).get("CUDA_VISIBLE_DEVICES") or environ.get("CUDA_VISIBLE_DEVICES", "0")
+            visible = devices.split(",")[0].strip() or "0"
             index = int(visible) if visible.isdigit() else 0
             total = int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index)).total)
         finally:

@@ -35,12 +35,16 @@ def preflight_exit_code(settings: Settings, configs: Sequence[EngineConfig], *, 
     if not settings.preflight or not configs:
         return 0
     started = time.monotonic()
-    try:
-        preflight(configs[0], environ=environ, check_flags=not settings.engine_command)
-    except EngineStartError as exc:
-        print(f"error: cannot start ({exc.cause}): {exc.message}", file=sys.stderr, flush=True)
-        return 2 if exc.cause in _USAGE_CAUSES else 1
-    STARTUP_LOG.info("preflight_passed model=%s seconds=%.1f", configs[0].model, time.monotonic() - started)
+    # Replicas of one model share what is checked; each distinct model (and flag set) is checked once.
+    distinct = {(c.model, c.extra_args, c.device, c.dtype, c.extra_env): c for c in configs}
+    for config in distinct.values():
+        try:
+            preflight(config, environ=environ, check_flags=not settings.engine_command)
+        except EngineStartError as exc:
+            print(f"error: cannot start ({exc.cause}): {exc.message}", file=sys.stderr, flush=True)
+            return 2 if exc.cause in _USAGE_CAUSES else 1
+    models = ",".join(sorted({c.model for c in configs}))
+    STARTUP_LOG.info("preflight_passed model=%s seconds=%.1f", models, time.monotonic() - started)
     return 0
 
 
