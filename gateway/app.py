@@ -126,11 +126,13 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
 
 
 async def _preload_tokenizer(pipeline: RerankPipeline) -> None:
-    """Load a model's tokenizer once one of its engines is ready, so no request pays for it."""
+    """Load a model's tokenizer as soon as its engines' state names the model (while they still load), so
+    it is there before the service says ready and no request pays for it (bench/first_request.py: the
+    first request after ready took 5.2 s instead of 0.8 s when this waited for a ready engine)."""
     while True:
-        ready = [e for e in pipeline.engines.engines() if e.ready and e.max_model_len]
-        if ready:
-            await pipeline.tokenizer(ready[0])
+        known = [e for e in pipeline.engines.engines() if e.model]
+        if known:
+            await pipeline.tokenizer(known[0])
             return
         await asyncio.sleep(1.0)
 
