@@ -86,8 +86,8 @@ def test_vllm_args_from_the_file_come_before_the_command_lines(tmp_path: Path) -
         ("c.toml", "workers = 2\n\nmodle = 'x'\n", "c.toml line 3: unknown key 'modle' (did you mean model?)"),
         (
             "c.yaml",
-            "workers: 0\n",
-            "c.yaml line 1: workers: --workers/WORKERS: Input should be greater than or equal to 1",
+            "workers: 2\nmax-num-seqs: 0\n",
+            "c.yaml line 2: max-num-seqs: --max-num-seqs/MAX_NUM_SEQS: Input should be greater than or equal to 1",
         ),
         ("c.toml", "port = 'http'\n", "c.toml line 1: port: --port/PORT: Input should be a valid integer"),
         ("c.yaml", "log-level: loud\n", "c.yaml line 1: log-level: --log-level/LOG_LEVEL: Input should be"),
