@@ -10,6 +10,9 @@
 #                            group, py-spy profiles of a gateway worker / engine API server / EngineCore
 #   run_gpu.sh qwen          service (qwen3-rr, preset overrides + template, sized GPU memory): A/B + MFU
 #   run_gpu.sh qwen-replicas service with qwen3-rr over --engine-replicas 4 (QWEN_REPLICA_SPECS) vs one engine
+#   run_gpu.sh defaults-bert / defaults-qwen   issue 20: --model only (auto replicas/workers/KV budget): what
+#                            /health resolved, first request vs next ten, one engine vs service at conc 64/128
+#   run_gpu.sh two-models    --model bert=bert-ce --model qwen=qwen3-rr: /health per model, both loaded at once
 #   run_gpu.sh levers        bert-ce replicas with --api-server-count 2 (pass-through) / more gateway workers
 #
 # Staging here first: bash bench/gpu/stage_extra.sh. Then, back to back on one warm machine
@@ -239,6 +242,54 @@ levers)
     smi_stop lev
     svc_stop lev$n-$w-$a
   done
+  ;;
+defaults-bert|defaults-qwen)
+  # issue 20: the defaults (auto replicas, auto workers, KV budgets) with no sizing flags at all
+  m=bert-ce; [ $phase = defaults-qwen ] && m=qwen3-rr
+  [ $(left) -lt 150 ] && { stamp "skip $phase: time"; continue; }
+  stamp "$phase: service with --model $MODELS/$m and the defaults"
+  TS=$(date +%s)
+  svc_start $phase --model $MODELS/$m || continue
+  echo "start to all engines ready: $(( $(date +%s) - TS )) s"
+  python3 - "$WORK/health_$phase.json" <<'EOF2'
+import json, sys
+h = json.load(open(sys.argv[1]))
+print("defaults resolved:", json.dumps({k: v for k, v in h.items() if k != "engines"})[:900])
+print("engines:", len(h.get("engines") or []), [(e.get("name"), e.get("state"), e.get("gpu_memory_utilization")) for e in h.get("engines") or []])
+EOF2
+  grep -oE "kv.cache.memory.bytes[= ,'\"]*[0-9]+|Available KV cache memory: [0-9.]+ GiB|GPU KV cache size: [0-9,]+ tokens|No available memory[^\"]*" "$WORK/service_$phase.log" | sort | uniq -c | head -12
+  $SVC first --model $m --words $MODELS/$m/words.txt --n 100 --doc-words 100
+  E=$(engine_url $phase 0); kind=rerank; [ $m = qwen3-rr ] && kind=score
+  smi_start $phase
+  $BENCH --label "$phase: one engine direct ($kind) vs service over all (defaults)" \
+      --variant "one_vllm=$kind@$E/$kind" --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" \
+      --model $m --words $MODELS/$m/words.txt --sizes 100 --conc 64,128 --doc-words 100 \
+      --rounds 1 --duration-s ${DEF_DUR_S:-8} --max-pairs-in-flight 16000 --proc-cpu --budget-s 70 \
+      --json "$OUTDIR/bench_$phase.json" | grep -v '^{'
+  smi_stop $phase
+  svc_stop $phase
+  ;;
+two-models)
+  [ $(left) -lt 170 ] && { stamp "skip two-models: time"; continue; }
+  stamp "two-models: --model bert=bert-ce --model qwen=qwen3-rr, defaults otherwise"
+  TS=$(date +%s)
+  svc_start two --model bert=$MODELS/bert-ce --model qwen=$MODELS/qwen3-rr || continue
+  echo "start to all engines ready: $(( $(date +%s) - TS )) s"
+  python3 -c "import json,sys; h=json.load(open(sys.argv[1])); print(json.dumps({k: v for k, v in h.items() if k != 'engines'})[:1500]); print([(e.get('name'), e.get('model'), e.get('state'), e.get('gpu_memory_utilization')) for e in h.get('engines') or []])" "$WORK/health_two.json"
+  grep -oE "kv.cache.memory.bytes[= ,'\"]*[0-9]+" "$WORK/service_two.log" | sort | uniq -c | head
+  curl -s http://127.0.0.1:8000/v1/models | cut -c1-400; echo
+  $SVC first --model bert --words $MODELS/bert-ce/words.txt
+  $SVC first --model qwen --words $MODELS/qwen3-rr/words.txt
+  smi_start two
+  for mm in bert:bert-ce qwen:qwen3-rr; do
+    $BENCH --label "two-models, both loaded at once: $mm" --variant "service_${mm%%:*}=rerank@http://127.0.0.1:8000/v1/rerank" \
+        --model ${mm%%:*} --words $MODELS/${mm##*:}/words.txt --sizes 100 --conc 64 --doc-words 100 --rounds 1 \
+        --duration-s 12 --max-pairs-in-flight 16000 --budget-s 40 --json "$OUTDIR/bench_two_${mm%%:*}.json" > "$WORK/two_${mm%%:*}.txt" 2>&1 &
+  done
+  wait
+  grep -v '^{' "$WORK"/two_*.txt
+  smi_stop two
+  svc_stop two
   ;;
 *) echo "unknown phase $phase"; exit 2 ;;
 esac

@@ -5,6 +5,7 @@ dialects, list engine URLs/pids, summarise py-spy raw profiles and the Qwen3 MFU
   svc.py wait --pid PID [--url U] [--timeout S] [--out engines.json]
   svc.py smoke [--url U] [--model NAME]
   svc.py window --engine E --words W [--model NAME]   (cross-encoder: window truncation == vLLM's own cut)
+  svc.py first --words W [--model NAME] [--n 100]   (first request after ready vs median of next ten)
   svc.py pyspy FILE [--top 25]
   svc.py mfu --config MODEL/config.json --tokens-per-s X [--peak 800e12]
   svc.py smi FILE            (mean/max GPU utilisation of an nvidia-smi -l csv log)
@@ -149,6 +150,32 @@ def cmd_window(a: argparse.Namespace) -> int:
     return 0 if diff < 1e-3 else 1
 
 
+def cmd_first(a: argparse.Namespace) -> int:
+    """The first request after ready vs the median of the next ten (N docs of W words, one at a time)."""
+    import random
+    import statistics
+
+    with open(a.words) as f:
+        words = [w.strip() for w in f if w.strip()]
+    rng = random.Random(11)
+    times = []
+    for i in range(11):
+        q = " ".join(rng.choices(words, k=12))
+        docs = [" ".join(rng.choices(words, k=a.doc_words)) for _ in range(a.n)]
+        t = time.perf_counter()
+        code, text = post(a.url + "/v1/rerank", {"model": a.model, "query": q, "documents": docs}, timeout=120)
+        times.append(time.perf_counter() - t)
+        if code != 200:
+            print(f"first: request {i} answered {code}: {text[:300]}")
+            return 1
+    med = statistics.median(times[1:])
+    print(
+        f"first request after ready ({a.model}, N={a.n}x{a.doc_words} words): {times[0] * 1000:.1f} ms; "
+        f"median of next ten {med * 1000:.1f} ms; ratio {times[0] / med:.2f} -> {'OK (<= 2x)' if times[0] <= 2 * med else 'SLOW (> 2x)'}"
+    )
+    return 0
+
+
 def cmd_pyspy(a: argparse.Namespace) -> int:
     self_t: dict[str, int] = {}
     incl: dict[str, int] = {}
@@ -244,6 +271,12 @@ def main() -> int:
     wn.add_argument("--model", default=None)
     wn.add_argument("--words", required=True)
     wn.add_argument("--max-len", type=int, default=512)
+    fr = sub.add_parser("first")
+    fr.add_argument("--url", default="http://127.0.0.1:8000")
+    fr.add_argument("--model", default=None)
+    fr.add_argument("--words", required=True)
+    fr.add_argument("--n", type=int, default=100)
+    fr.add_argument("--doc-words", type=int, default=100)
     p = sub.add_parser("pyspy")
     p.add_argument("file")
     p.add_argument("--top", type=int, default=25)
@@ -258,6 +291,7 @@ def main() -> int:
         "wait": cmd_wait,
         "smoke": cmd_smoke,
         "window": cmd_window,
+        "first": cmd_first,
         "pyspy": cmd_pyspy,
         "mfu": cmd_mfu,
         "smi": cmd_smi,
