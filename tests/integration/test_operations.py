@@ -98,6 +98,6 @@ def test_one_structured_log_line_per_request(cached: ServiceProcess) -> None:
     lines = logged()
     assert len(lines) == 2, lines
     assert re.search(
-        r"request_id=req-log-test-1 .*dialect=cohere documents=3 tokens=\d+ status=200 latency_ms=", lines[0]
+        r"request_id=req-log-test-1 .*dialect=cohere model=\S+ documents=3 tokens=\d+ status=200 latency_ms=", lines[0]
     )
     assert "status=400" in lines[1]
