@@ -169,9 +169,10 @@ def cmd_first(a: argparse.Namespace) -> int:
             print(f"first: request {i} answered {code}: {text[:300]}")
             return 1
     med = statistics.median(times[1:])
+    verdict = "OK (<= 2x)" if times[0] <= 2 * med else "SLOW (> 2x)"
     print(
         f"first request after ready ({a.model}, N={a.n}x{a.doc_words} words): {times[0] * 1000:.1f} ms; "
-        f"median of next ten {med * 1000:.1f} ms; ratio {times[0] / med:.2f} -> {'OK (<= 2x)' if times[0] <= 2 * med else 'SLOW (> 2x)'}"
+        f"median of next ten {med * 1000:.1f} ms; ratio {times[0] / med:.2f} -> {verdict}"
     )
     return 0
 
