@@ -61,6 +61,13 @@ def pair_tokens(query: str, texts: Sequence[str], total_tokens: int) -> list[int
 
 def billing(q: RerankQuery, out: RerankOutcome) -> Billing:
     """The request's tokens and search units."""
+    n, total = len(q.texts), out.prompt_tokens
+    if n and total > 0:
+        # The pair with the longest text gets the largest share; when even it fits in one chunk, every
+        # document counts once (what search_units(pair_tokens(...)) gives, without a loop per document).
+        whole = len(q.query) * n + sum(map(len, q.texts))
+        if whole and total * (len(q.query) + max(map(len, q.texts))) // whole <= CHUNK_TOKENS:
+            return Billing(tokens=total, search_units=max(1, -(-n // DOCUMENTS_PER_UNIT)))
     return Billing(
         tokens=out.prompt_tokens, search_units=search_units(pair_tokens(q.query, q.texts, out.prompt_tokens))
     )

@@ -46,6 +46,8 @@ def document_texts(
         raise CompatError(f"invalid request: list of {param} must not be empty", param=param)
     if len(documents) > max_documents:
         raise CompatError(f"invalid request: too many {param}: {len(documents)} > {max_documents} allowed", param=param)
+    if set(map(type, documents)) == {str} and "" not in documents and not any(map(str.isspace, documents)):
+        return tuple(documents)  # plain strings, none empty: the common request, checked in C loops
     out: list[str] = []
     for i, doc in enumerate(documents):
         if isinstance(doc, str):

@@ -54,13 +54,15 @@ def precut(q: RerankQuery, window: int | None) -> RerankQuery:
     if not window:
         return q
     cap = window * max(1, q.max_chunks_per_doc or 1) * MAX_CHARS_PER_TOKEN
-    if len(q.query) <= cap and all(len(t) <= cap for t in q.texts):
+    if len(q.query) <= cap and max(map(len, q.texts), default=0) <= cap:
         return q
     return dataclasses.replace(q, query=q.query[:cap], texts=tuple(t[:cap] for t in q.texts))
 
 
 def admission_units(query: str, texts: Sequence[str]) -> int:
     """What a request costs the in-flight budget: a pair per text, more for long ones."""
+    if len(query) + max(map(len, texts), default=0) < ADMISSION_CHARS:
+        return len(texts)  # every pair is one unit (the common case, without a loop in Python)
     return sum(1 + (len(query) + len(t)) // ADMISSION_CHARS for t in texts)
 
 
@@ -79,7 +81,7 @@ def fits_without_tokenizer(q: RerankQuery, window: ModelWindow) -> bool:
     frame = _ENCODER_FRAME
     if family == "llm-reranker":
         frame = len((QWEN3_PREFIX + QWEN3_SUFFIX + (q.instruction or QWEN3_DEFAULT_INSTRUCTION)).encode()) + 40
-    longest = max(len(t.encode()) for t in q.texts)
+    longest = max(map(len, map(str.encode, q.texts)))
     if q.max_tokens_per_doc is not None and longest > q.max_tokens_per_doc:
         return False
     query = len(q.query.encode())

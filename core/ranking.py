@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
+from itertools import repeat
 
 from compat.model import RankedItem
 
@@ -25,12 +27,15 @@ def relevances(score_kind: str, values: Sequence[float], *, offset: float = 0.0)
     format's own normalisation (0 for all but mxbai-rerank).
 
     Raises: ValueError for an unknown score kind."""
+    exp = math.exp
     if score_kind == "cosine":
-        return [min(1.0, max(0.0, (v + 1.0) * 0.5)) for v in values]
+        # min(1.0, max(0.0, y)) spelled out (no calls; NaN -> 0.0 as there)
+        return [(z if (z := (y if (y := (v + 1.0) * 0.5) > 0.0 else 0.0)) < 1.0 else 1.0) for v in values]
     if score_kind == "logit":
+        # sigmoid() inlined: the same two branches, so bit-identical results
         if offset:
-            return [sigmoid(v - offset) for v in values]
-        return [sigmoid(v) for v in values]
+            values = [v - offset for v in values]
+        return [1.0 / (1.0 + exp(-x)) if x >= 0 else (e := exp(x)) / (1.0 + e) for x in values]
     raise ValueError(f"unknown score kind {score_kind!r}")
 
 
@@ -42,6 +47,10 @@ def rank(
     order = sorted(range(len(relevance_scores)), key=relevance_scores.__getitem__, reverse=True)
     if top_n is not None:
         order = order[: max(0, top_n)]
-    if raw_scores is None:
-        return tuple([RankedItem(i, relevance_scores[i]) for i in order])
-    return tuple([RankedItem(i, relevance_scores[i], raw_scores[i]) for i in order])
+    # tuple.__new__ is what RankedItem(...) runs, minus a Python-level call per item (all fields given)
+    rel = map(relevance_scores.__getitem__, order)
+    raw = repeat(None) if raw_scores is None else map(raw_scores.__getitem__, order)
+    return tuple(map(_NEW_ITEM, zip(order, rel, raw, strict=False)))  # raw may be repeat(None)
+
+
+_NEW_ITEM = partial(tuple.__new__, RankedItem)

@@ -66,9 +66,13 @@ class Scorer:
             return [cached[t][0] for t in texts], 0
         all_new = not cached and len(distinct) == len(texts)
         parts = [distinct[i : i + self.split_size] for i in range(0, len(distinct), self.split_size)]
-        batches: list[ScoreBatch] = await asyncio.gather(
-            *(self._score_part(job, part, deadline=deadline, observer=observer) for part in parts)
-        )
+        batches: list[ScoreBatch]
+        if len(parts) == 1:  # no task for the common case
+            batches = [await self._score_part(job, parts[0], deadline=deadline, observer=observer)]
+        else:
+            batches = await asyncio.gather(
+                *(self._score_part(job, part, deadline=deadline, observer=observer) for part in parts)
+            )
         flat = [s for b in batches for s in b.scores]
         tokens = sum(b.prompt_tokens for b in batches)
         if all_new and not self.cache.enabled:

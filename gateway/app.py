@@ -21,7 +21,7 @@ from engine import EngineClient, EngineRegistry, ModelFamily
 from engine.process import die_with_parent
 from engine.registry import EngineSet
 from engine.tokenizer import ModelTokenizer, load_tokenizer, loaded_tokenizer
-from engine.transport import AiohttpTransport, Transport
+from engine.transport import HttpTransport, Transport
 from gateway.deps import Runtime
 from gateway.errors import register_error_handlers
 from gateway.metrics import METRICS, EngineMetricsCache
@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.max_workers
-        transport = engine_transport or AiohttpTransport(max_connections=512)
+        transport = engine_transport or HttpTransport(max_connections=512)
         client = EngineClient(registry, transport=transport)  # closes the transport, shared by every model
         router = build_router(settings, topology, registry, client, transport)
         app.state.runtime = Runtime(
