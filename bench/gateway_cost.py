@@ -80,6 +80,11 @@ async def _start_gateway(engine_url: str, service_args: list[str]) -> tuple[str,
         await asyncio.sleep(0.05)
     snapshot = ext.snapshot()
     ext.stop()
+    # The gateway preloads the model's tokenizer in a thread (importing transformers: seconds of CPU,
+    # counted by process_time): do it now, so the failure for the stub's name is cached before measuring.
+    from engine.tokenizer import load_tokenizer
+
+    load_tokenizer(snapshot.model, snapshot.family)
     settings = Settings.model_validate(_settings_fields(engine_url, service_args))
     app = create_app(settings, registry=EngineRegistry(static=[snapshot]))
     sock = _free_socket()

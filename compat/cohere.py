@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from compat.billing import billing
 from compat.documents import check_positive, check_query, check_top_n, document_texts
 from compat.errors import CompatError
-from compat.model import RerankOutcome, RerankQuery
+from compat.model import RankedItem, RerankOutcome, RerankQuery
 
 __all__ = [
     "COHERE_V2_MAX_TOKENS_PER_DOC",
@@ -95,15 +95,21 @@ def _document(original: object) -> object:
     return original if isinstance(original, dict) else {"text": original}
 
 
+def _result(q: RerankQuery, item: RankedItem) -> dict[str, Any]:
+    r: dict[str, Any] = {"index": item.index, "relevance_score": item.relevance_score}
+    if q.return_documents:
+        r["document"] = _document(q.originals[item.index])
+    if q.raw_scores and item.raw_score is not None:
+        r["raw_score"] = item.raw_score
+    return r
+
+
 def _render(q: RerankQuery, out: RerankOutcome, version: str) -> dict[str, Any]:
-    results: list[dict[str, Any]] = []
-    for item in out.items:
-        r: dict[str, Any] = {"index": item.index, "relevance_score": item.relevance_score}
-        if q.return_documents:
-            r["document"] = _document(q.originals[item.index])
-        if q.raw_scores and item.raw_score is not None:
-            r["raw_score"] = item.raw_score
-        results.append(r)
+    results: list[dict[str, Any]]
+    if q.return_documents or q.raw_scores:
+        results = [_result(q, item) for item in out.items]
+    else:  # the common answer: one dict display per result, no call
+        results = [{"index": index, "relevance_score": score} for index, score, _ in out.items]
     bill = billing(q, out)
     meta: dict[str, Any] = {
         "api_version": {"version": version},

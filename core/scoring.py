@@ -73,7 +73,7 @@ class Scorer:
             batches = await asyncio.gather(
                 *(self._score_part(job, part, deadline=deadline, observer=observer) for part in parts)
             )
-        flat = [s for b in batches for s in b.scores]
+        flat = batches[0].scores if len(batches) == 1 else [s for b in batches for s in b.scores]
         tokens = sum(b.prompt_tokens for b in batches)
         if all_new and not self.cache.enabled:
             return flat, tokens  # no duplicates, nothing cached: already aligned with texts
