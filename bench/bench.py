@@ -344,6 +344,7 @@ class Stack:
             self.engine_url = h["engines"][0]["url"]
             self.engine_pids = {q.pid for q in tree(int(h["engines"][0]["pid"]))}
             self.warm(f"{url}{a.gateway_path}", n=2)
+            self.settle("gateway", self._cpu_fn(p.pid, exclude_engine=True))
             self.variants["gateway"] = Variant(
                 "gateway",
                 f"{url}{a.gateway_path}",
@@ -390,6 +391,21 @@ class Stack:
             for i in range(n):
                 c.post(url, json={**body, "query": f"warm up {i}"})
 
+    def settle(self, name: str, procs: Callable[[], list[psutil.Process]], *, timeout: float = 180.0) -> None:
+        """Wait until a started gateway uses (almost) no CPU while idle: its tokenizer preload imports
+        transformers in a thread for seconds (tens of seconds on a loaded machine), holding the GIL
+        against the requests being measured (bench/profile_gateway.py saw 63 % of a gateway's
+        samples there during a measurement)."""
+        deadline = time.monotonic() + timeout
+        before = cpu_seconds(procs())
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = cpu_seconds(procs())
+            if now - before < 0.05:  # under 5 % of a core for a second
+                return
+            before = now
+        self.notes.append(f"{name}: still busy while idle after {timeout:g} s; measured anyway")
+
     def _cpu_fn(self, pid: int, *, exclude_engine: bool) -> Callable[[], list[psutil.Process]]:
         def fn() -> list[psutil.Process]:
             return [p for p in tree(pid) if not (exclude_engine and p.pid in self.engine_pids)]
@@ -415,6 +431,7 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         p.wait_http(f"{url}/health", 120)
         self.warm(f"{url}{self.args.gateway_path}")
+        self.settle(name, self._cpu_fn(p.pid, exclude_engine=True))
         shown = f" {' '.join(extra)}" if extra else ""
         self.notes.append(f"{name}: start_service.py --engine-url, workers={workers}{shown}")
         self.variants[name] = Variant(
