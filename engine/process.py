@@ -113,12 +113,12 @@ def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
         return found
     for pid in pids:
         try:
-            with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            with open(f"{proc_root}/{pid}/stat", "rb") as stat:
                 # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses, split after the last ")"
-                if int(f.read().rsplit(b")", 1)[1].split()[2]) != pgid:
+                if int(stat.read().rsplit(b")", 1)[1].split()[2]) != pgid:
                     continue
-            with open(f"{proc_root}/{pid}/maps") as f:
-                found.update(line[line.index(_SHM) :].strip() for line in f if _SHM in line)
+            with open(f"{proc_root}/{pid}/maps") as maps:
+                found.update(line[line.index(_SHM) :].strip() for line in maps if _SHM in line)
             for fd in os.listdir(f"{proc_root}/{pid}/fd"):
                 with contextlib.suppress(OSError):
                     target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
@@ -126,7 +126,7 @@ def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
                         found.add(target)
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
-    return {f for f in found if not f.endswith(" (deleted)")}  # already unlinked: nothing to do
+    return {path for path in found if not path.endswith(" (deleted)")}  # already unlinked: nothing to do
 
 
 class EngineProcess:
