@@ -256,6 +256,7 @@ class _Run:
         self.out = out
         self.errors = errors
         self.stats = _Stats()
+        self.started = time.monotonic()
 
     async def rerank(self, client: httpx.AsyncClient, line: BatchLine, model: str) -> list[dict[str, Any]]:
         """The results for one line. Raises LineError (4xx) or BatchAbort (the service is gone or keeps failing)."""
@@ -287,6 +288,7 @@ class _Run:
             self.errors.flush()
 
     async def go(self, done: int, bar: Any) -> None:
+        self.started = time.monotonic()
         limits = httpx.Limits(max_connections=self.a.window, max_keepalive_connections=self.a.window)
         async with httpx.AsyncClient(base_url=self.url, timeout=self.a.request_timeout, limits=limits) as client:
             model = self.a.rerank_model or await self._first_model(client)
@@ -405,46 +407,48 @@ def main(argv: Sequence[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     own: _OwnService | None = None
+    run: _Run | None = None
     started = time.monotonic()
+    code = 0
     a.output.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        a.output.open("ab") as out,
-        a.errors.open("ab") if a.errors else contextlib.nullcontext() as errors,
-        tqdm(
-            total=total_pairs,
-            initial=pairs_done,
-            unit="pair",
-            unit_scale=True,
-            file=sys.stderr,
-            disable=a.no_progress,
-            dynamic_ncols=True,
-        ) as bar,
-    ):
-        run: _Run | None = None
-        try:
+    try:
+        with a.output.open("ab") as out, a.errors.open("ab") if a.errors else contextlib.nullcontext() as errors:
             if a.service_url:
                 url, key = a.service_url.rstrip("/"), os.environ.get("RERANK_BATCH_API_KEY")
             else:
                 own = _OwnService(serve_args, log_dir=Path(tempfile.gettempdir()))
-                bar.write(f"run-batch: starting the service (log: {own.log_path})", file=sys.stderr)
+                print(f"run-batch: starting the service (log: {own.log_path})", file=sys.stderr, flush=True)
                 asyncio.run(own.wait_ready())
+                print(f"run-batch: service ready after {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
                 url, key = own.url, own.key
             run = _Run(a, url=url, key=key, out=out, errors=errors)
-            asyncio.run(run.go(point.lines, bar))
-        except BatchAbort as exc:
-            bar.write(f"run-batch: stopped: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            bar.write("run-batch: interrupted; run the same command again to go on", file=sys.stderr)
-            return 130
-        finally:
-            if own is not None:
-                own.stop()
-            if run is not None:
-                s, secs = run.stats, time.monotonic() - started
-                bar.write(
-                    f"run-batch: {s.lines} lines, {s.pairs} pairs in {secs:.1f}s ({s.pairs / max(secs, 1e-9):.1f} "
-                    f"pairs/s), {s.bad} bad; {point.lines + s.lines} of {total_lines} lines in {a.output}",
-                    file=sys.stderr,
-                )
-    return 0
+            bar = tqdm(
+                total=total_pairs,
+                initial=pairs_done,
+                unit="pair",
+                unit_scale=True,
+                file=sys.stderr,
+                disable=a.no_progress,
+                dynamic_ncols=True,
+            )
+            with bar:
+                asyncio.run(run.go(point.lines, bar))
+    except BatchAbort as exc:
+        print(f"run-batch: stopped: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("run-batch: interrupted; run the same command again to go on", file=sys.stderr)
+        code = 130
+    finally:
+        if run is not None:
+            s, secs = run.stats, time.monotonic() - run.started
+            print(
+                f"run-batch: {s.lines} lines, {s.pairs} pairs in {secs:.1f}s ({s.pairs / max(secs, 1e-9):.1f} "
+                f"pairs/s), {s.bad} bad; {point.lines + s.lines} of {total_lines} lines in {a.output}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if own is not None:
+            print("run-batch: stopping the service", file=sys.stderr, flush=True)
+            own.stop()
+    return code
