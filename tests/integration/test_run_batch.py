@@ -85,6 +85,7 @@ def test_run_batch_with_its_own_engine_ranks_reports_bad_lines_and_resumes(tmp_p
     )
     assert run.returncode == 0, run.stderr
     assert "resuming after line 2 of 8" in run.stderr and "torn" in run.stderr
+    assert "service ready after" in run.stderr and "stopping the service" in run.stderr
     got = out.read_bytes().splitlines(keepends=True)
     assert len(got) == len(lines)
     assert got[:2] == done
@@ -163,6 +164,9 @@ def test_interrupted_run_goes_on_without_redoing_lines(tmp_path: Path, service: 
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
     assert f"resuming after line {k} of {n}" in second.stderr
+    assert "pair/s" in second.stderr  # the progress bar's rate (and ETA) on stderr
+    pairs = sum(len(QUERIES[i % 4][1]) for i in range(k, n))
+    assert f"run-batch: {n - k} lines, {pairs} pairs in" in second.stderr
     # The finished lines were not sent again. Slack of the window (4): a request the first run had in
     # flight when it was interrupted may be counted by the service after `mid` was read; redoing the
     # k >= 20 finished lines would be 5x that.
