@@ -1,14 +1,16 @@
 """What `pip install .` installs: one top-level package, `vllm_rerank`, and the `vllm-rerank` command.
 
-The wheel is built from this checkout (no build isolation: no network) and installed without its
-dependencies into a throwaway venv that sees this venv's site-packages through a `.pth` line
-(a directory named in a .pth file gets no .pth processing of its own, so this venv's editable
-install of the checkout stays invisible). The commands then run from a directory outside the
-checkout, so only the installed copy can answer.
+The wheel is built (no build isolation: no network) from a copy of what .dockerignore lets into the
+Docker build context, so the images' `pip install .` is covered too, and the checkout gets no
+build/ folder. It is installed without its dependencies into a throwaway venv that sees this
+venv's site-packages through a `.pth` line (a directory named in a .pth file gets no .pth
+processing of its own, so this venv's editable install of the checkout stays invisible). The
+commands then run from a directory outside the checkout, so only the installed copy can answer.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -21,12 +23,29 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("compat", "core", "engine", "gateway")
 
 
+def _docker_context(into: Path) -> Path:
+    """The files .dockerignore lets through (its `*` + `!path` allow-list), without caches."""
+    allowed = [
+        line[1:].strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    for name in allowed:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, into / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, into / name)
+    return into
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     build = tmp_path_factory.mktemp("build")
+    source = _docker_context(tmp_path_factory.mktemp("context"))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         capture_output=True,
         text=True,
         timeout=180,
