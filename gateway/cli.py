@@ -61,9 +61,9 @@ def _options() -> list[Option]:
 OPTIONS: list[Option] = _options()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "start_service.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="start_service.py",
+        prog=prog,
         description="vllm-rerank: a drop-in rerank API (Cohere, Jina, Voyage, TEI, vLLM dialects) in front of a "
         "supervised vLLM engine. Every flag can also be set by the env var named in brackets; a flag wins over "
         "its env var, the env var over the default. Unknown flags are passed to `vllm serve` as they are.",
@@ -85,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from argv and the environment.
+def parse_settings(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, *, prog: str = "start_service.py"
+) -> Settings:
+    """Build Settings from argv and the environment (`prog`: the command --help names).
 
     Raises:
         SettingsError: a bad value (the message names the flag and env var).
@@ -97,7 +99,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     if "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
-    ns, unknown = build_parser().parse_known_args(argv)
+    ns, unknown = build_parser(prog).parse_known_args(argv)
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         value = getattr(ns, opt.field)
