@@ -9,6 +9,7 @@ reads os.environ for settings.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import types
 import typing
@@ -18,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 from gateway.config_file import ConfigFileError, read_config_file
 from gateway.settings import Settings, SettingsError, env_names, flag_of, load_settings
 
-__all__ = ["OPTIONS", "Option", "build_parser", "parse_settings"]
+__all__ = ["OPTIONS", "Option", "build_parser", "gateway_flags", "parse_settings"]
 
 
 class Option(NamedTuple):
@@ -85,6 +86,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# vLLM flags that act on its HTTP server, which callers never reach (the engine listens on a private socket):
+# the gateway's own setting they mean (read as it), or why they are refused. Never passed to the engine.
+VLLM_GATEWAY_FLAGS: dict[str, str] = {
+    "--allowed-origins": "cors_allow_origins",
+    "--allowed-methods": "cors_allow_methods",
+    "--allowed-headers": "cors_allow_headers",
+    "--allow-credentials": "cors_allow_credentials",
+}
+VLLM_REFUSED_FLAGS: dict[str, str] = {
+    "--root-path": "the gateway serves at / (a proxy in front that strips a prefix needs no flag here)",
+    "--ssl-keyfile": "TLS for callers belongs in a proxy or ingress in front of the gateway",
+    "--ssl-certfile": "TLS for callers belongs in a proxy or ingress in front of the gateway",
+    "--ssl-ca-certs": "TLS for callers belongs in a proxy or ingress in front of the gateway",
+    "--ssl-cert-reqs": "TLS for callers belongs in a proxy or ingress in front of the gateway",
+}
+
+
+def _list_value(text: str) -> tuple[str, ...]:
+    """vLLM reads these as JSON lists (`'["*"]'`); a plain `a,b` is taken too."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    items = value if isinstance(value, list) else [value]
+    return tuple(str(x).strip() for item in items for x in str(item).split(",") if str(x).strip())
+
+
+def gateway_flags(args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """(settings values, the rest) of pass-through arguments: vLLM's HTTP-server flags are the gateway's
+    (VLLM_GATEWAY_FLAGS) and never reach the engine.
+
+    Raises: SettingsError for a flag that only makes sense on the gateway and has no meaning there
+    (VLLM_REFUSED_FLAGS), or one without its value."""
+    values: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag, eq, inline = arg.partition("=")
+        flag = "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+        i += 1
+        if flag in VLLM_REFUSED_FLAGS:
+            raise SettingsError(f"{flag} is vLLM's HTTP server flag and is not forwarded: {VLLM_REFUSED_FLAGS[flag]}")
+        field = VLLM_GATEWAY_FLAGS.get(flag)
+        if field is None:
+            rest.append(arg)
+            continue
+        if field == "cors_allow_credentials":
+            values[field] = True
+            continue
+        if not eq:
+            if i >= len(args):
+                raise SettingsError(f"{flag} needs a value (a JSON list, e.g. '[\"*\"]')")
+            inline, i = args[i], i + 1
+        values[field] = (*values.get(field, ()), *_list_value(inline))
+    return values, rest
+
+
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from argv and the environment.
 
@@ -112,5 +171,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         except ConfigFileError as exc:
             raise SettingsError(str(exc)) from None
     # The file's vLLM flags first: for a flag given twice, vLLM keeps the command line's (the last).
-    values["vllm_args"] = (*file_values.pop("vllm_args", ()), *unknown, *passthrough)
+    mapped, engine_args = gateway_flags((*file_values.pop("vllm_args", ()), *unknown, *passthrough))
+    for field, value in mapped.items():  # the gateway's own flag wins over vLLM's spelling of it
+        values.setdefault(field, value)
+    values["vllm_args"] = tuple(engine_args)
     return load_settings(values, environ, file_values=file_values)
