@@ -345,7 +345,7 @@ class GatewayMiddleware:
             rid,
             scope.get("method"),
             scope.get("path"),
-            dialect,
+            label or "-",
             stats.model_name or "-",
             "-" if stats.documents_n is None else stats.documents_n,
             "-" if stats.tokens_n is None else stats.tokens_n,

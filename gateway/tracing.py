@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from engine.transport import CALL_HEADERS
@@ -80,9 +80,3 @@ class Tracing:
     def shutdown(self) -> None:
         """Send what is batched and stop the exporter."""
         self.provider.shutdown()
-
-
-def set_attributes(span: Any, attributes: Mapping[str, Any]) -> None:
-    for key, value in attributes.items():
-        if value is not None:
-            span.set_attribute(key, value)
