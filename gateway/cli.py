@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from gateway.config_file import ConfigFileError, read_config_file
+from gateway.server_flags import VLLM_GATEWAY_FLAGS, VLLM_REFUSED_FLAGS, flag_name, refusal
 from gateway.settings import Settings, SettingsError, env_names, flag_of, load_settings
 
 __all__ = ["OPTIONS", "Option", "build_parser", "gateway_flags", "parse_settings"]
@@ -86,23 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# vLLM flags that act on its HTTP server, which callers never reach (the engine listens on a private socket):
-# the gateway's own setting they mean (read as it), or why they are refused. Never passed to the engine.
-VLLM_GATEWAY_FLAGS: dict[str, str] = {
-    "--allowed-origins": "cors_allow_origins",
-    "--allowed-methods": "cors_allow_methods",
-    "--allowed-headers": "cors_allow_headers",
-    "--allow-credentials": "cors_allow_credentials",
-}
-VLLM_REFUSED_FLAGS: dict[str, str] = {
-    "--root-path": "the gateway serves at / (a proxy in front that strips a prefix needs no flag here)",
-    "--ssl-keyfile": "TLS for callers belongs in a proxy or ingress in front of the gateway",
-    "--ssl-certfile": "TLS for callers belongs in a proxy or ingress in front of the gateway",
-    "--ssl-ca-certs": "TLS for callers belongs in a proxy or ingress in front of the gateway",
-    "--ssl-cert-reqs": "TLS for callers belongs in a proxy or ingress in front of the gateway",
-}
-
-
 def _list_value(text: str) -> tuple[str, ...]:
     """vLLM reads these as JSON lists (`'["*"]'`); a plain `a,b` is taken too."""
     try:
@@ -124,15 +108,15 @@ def gateway_flags(args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     i = 0
     while i < len(args):
         arg = args[i]
-        flag, eq, inline = arg.partition("=")
-        flag = "--" + flag[2:].replace("_", "-") if flag.startswith("--") else flag
+        _, eq, inline = arg.partition("=")
+        flag = flag_name(arg)
         i += 1
         if flag in VLLM_REFUSED_FLAGS:
-            raise SettingsError(f"{flag} is vLLM's HTTP server flag and is not forwarded: {VLLM_REFUSED_FLAGS[flag]}")
-        field = VLLM_GATEWAY_FLAGS.get(flag)
-        if field is None:
+            raise SettingsError(refusal(flag))
+        if flag not in VLLM_GATEWAY_FLAGS:
             rest.append(arg)
             continue
+        field = VLLM_GATEWAY_FLAGS[flag][0]
         if field == "cors_allow_credentials":
             values[field] = True
             continue

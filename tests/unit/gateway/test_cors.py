@@ -4,9 +4,11 @@ and vLLM's HTTP-server flags are read as the gateway's settings (or refused), ne
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from starlette.testclient import TestClient
 
 from engine import EngineRegistry
@@ -148,3 +150,16 @@ def test_vllm_server_flags_without_meaning_here_are_refused_in_one_line(args: li
     with pytest.raises(SettingsError, match=named) as err:
         parse_settings(args, {})
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("flag", "named"),
+    [('--allowed-origins=["*"]', "use --cors-allow-origin"), ("--ssl-certfile", "proxy or ingress")],
+)
+def test_a_models_own_vllm_args_may_not_hold_server_flags(tmp_path: Path, flag: str, named: str) -> None:
+    """CORS is the service's, not a model's: in a models file it is refused, naming the file's key."""
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models": [{"name": "a", "model": "/m/a", "vllm-args": [flag]}]}))
+    with pytest.raises(SettingsError, match=named) as err:
+        parse_settings(["--models-file", str(models)], {})
+    assert "vllm-args" in str(err.value) and "\n" not in str(err.value)
