@@ -5,15 +5,12 @@ dashboard whose every query names a metric the service exports."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import http.server
 import json
 import logging
 import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,8 @@ from gateway.app import create_app
 from gateway.logformat import JsonFormatter, fields_of
 from gateway.settings import Settings, SettingsError, load_settings
 from gateway.version import VERSION
+from tests.support.logs import json_lines
+from tests.support.recorder import exported_spans, otlp_answer, recording
 from tests.unit.engines import snapshot
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -36,77 +35,16 @@ PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
 
-class _Recorder(http.server.ThreadingHTTPServer):
-    """A loopback HTTP server that records what it is sent and answers with `answer(path, body)`."""
-
-    def __init__(self, answer: Any) -> None:
-        self.answer = answer
-        self.seen: list[tuple[str, dict[str, str], bytes]] = []
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                recorder.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                status, payload, kind = recorder.answer(self.path, body)
-                self.send_response(status)
-                self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-@contextlib.contextmanager
-def _recording(answer: Any) -> Iterator[_Recorder]:
-    server = _Recorder(answer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _vllm_score(path: str, body: bytes) -> tuple[int, bytes, str]:
     docs = orjson.loads(body).get("text_2") or []
     data = [{"index": i, "score": 0.5 - i / 100} for i in range(len(docs))]
     return 200, orjson.dumps({"data": data, "usage": {"prompt_tokens": 9 * len(docs)}}), "application/json"
 
 
-def _otlp(path: str, body: bytes) -> tuple[int, bytes, str]:
-    return 200, b"", "application/x-protobuf"
-
-
-def _spans(receiver: _Recorder) -> tuple[list[Any], dict[str, Any]]:
-    """Every span the receiver got (decoded ExportTraceServiceRequests) and the resource attributes."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    spans, resource = [], {}
-    for path, _, body in receiver.seen:
-        assert path == "/v1/traces"
-        request = ExportTraceServiceRequest()
-        request.ParseFromString(body)
-        for rs in request.resource_spans:
-            resource.update({a.key: a.value.string_value for a in rs.resource.attributes})
-            for ss in rs.scope_spans:
-                spans.extend(ss.spans)
-    return spans, resource
-
-
 def test_traces_continue_the_callers_traceparent_and_reach_the_engine(bundled_model_path: str) -> None:
     """A real OTLP/HTTP exporter to an in-test receiver; the engine is an HTTP server behind the real
     transport, so the header is what went over the wire."""
-    with _recording(_otlp) as receiver, _recording(_vllm_score) as engine:
+    with recording(otlp_answer) as receiver, recording(_vllm_score) as engine:
         settings = Settings(otlp_endpoint=receiver.url, otel_service_name="rerank-under-test")
         # a 32-token window and a long document: the request is planned with the real tokenizer
         registry = EngineRegistry(static=[snapshot(url=engine.url, model=bundled_model_path, max_model_len=32)])
@@ -115,7 +53,7 @@ def test_traces_continue_the_callers_traceparent_and_reach_the_engine(bundled_mo
             r = client.post("/v1/rerank", json=body, headers={"traceparent": TRACEPARENT})
             assert r.status_code == 200, r.text
         # the app stopped: the worker's exporter sent what it had batched
-        spans, resource = _spans(receiver)
+        spans, resource = exported_spans(receiver)
     assert resource["service.name"] == "rerank-under-test"
     by_name = {s.name: s for s in spans}
     assert {"POST /v1/rerank", "parse", "plan", "tokenize", "engine_call", "render"} <= set(by_name), by_name
@@ -136,7 +74,7 @@ def test_traces_continue_the_callers_traceparent_and_reach_the_engine(bundled_mo
 
 
 def test_without_an_endpoint_nothing_is_traced_or_sent_to_the_engine() -> None:
-    with _recording(_vllm_score) as engine:
+    with recording(_vllm_score) as engine:
         app = create_app(Settings(), registry=EngineRegistry(static=[snapshot(url=engine.url)]))
         with TestClient(app) as client:
             r = client.post("/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"traceparent": TRACEPARENT})
@@ -370,14 +308,8 @@ def test_log_format_json_writes_one_object_per_line_the_request_line_included() 
         [sys.executable, "-c", _SERVE_WITH_JSON_LOGS], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    objects = []
-    for line in lines:
-        try:
-            objects.append(json.loads(line))
-        except ValueError:
-            pytest.fail(f"not a JSON line: {line!r}")
-    assert any(o["logger"].startswith("uvicorn") for o in objects), lines
+    objects = json_lines(done.stderr)
+    assert any(o["logger"].startswith("uvicorn") for o in objects), objects
     completed = [o for o in objects if o.get("event") == "request_completed"]
     assert [o["status"] for o in completed] == [200, 422], completed
     assert completed[0]["dialect"] == "cohere" and completed[0]["documents"] == 2
