@@ -7,12 +7,16 @@
 
 A transport is anything with `post(url, body, *, timeout, connect_timeout) -> (status, bytes)`,
 `get(url, *, timeout) -> (status, bytes)` and `aclose()`; tests pass `CallableTransport`.
+
+`CALL_HEADERS` holds headers to add to the engine calls made in the current context (the gateway sets a
+W3C `traceparent` there while tracing; None, the default, adds nothing and costs one lookup).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextvars
+from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
@@ -20,6 +24,7 @@ import aiohttp
 import httpx
 
 __all__ = [
+    "CALL_HEADERS",
     "UNIX_SCHEME",
     "AiohttpTransport",
     "CallableTransport",
@@ -32,6 +37,10 @@ __all__ = [
     "unix_socket_of",
     "unix_url",
 ]
+
+CALL_HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "engine_call_headers", default=None
+)
 
 # An engine on a Unix socket: http+unix://<percent-encoded socket path>/<http path>.
 UNIX_SCHEME = "http+unix"
@@ -112,9 +121,11 @@ class AiohttpTransport:
         self, method: str, url: str, body: bytes | None, timeout: aiohttp.ClientTimeout
     ) -> tuple[int, bytes]:
         socket_path, url = unix_socket_of(url)
+        extra = CALL_HEADERS.get()
+        headers = self._HEADERS if extra is None else {**self._HEADERS, **extra}
         try:
             async with self._get_session(socket_path).request(
-                method, url, data=body, headers=self._HEADERS, timeout=timeout
+                method, url, data=body, headers=headers, timeout=timeout
             ) as resp:
                 return resp.status, await resp.read()
         except aiohttp.ConnectionTimeoutError as exc:

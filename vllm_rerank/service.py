@@ -35,14 +35,6 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def _keys_out_of_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """(argv without --api-key flags, the keys they gave); only this service's own flags (before `--`)."""
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -100,6 +92,7 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
     from engine import FAMILIES, EngineHandle, EngineSupervisor, RestartPolicy, publish_state
     from engine.external import ExternalEngine
     from gateway.cli import parse_settings
+    from gateway.logformat import configure_logging
     from gateway.settings import SETTINGS_ENV, SettingsError
     from gateway.topology import engine_configs, plan_topology
 
@@ -111,7 +104,7 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _raise_fd_limit()
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
