@@ -127,7 +127,7 @@ stage1)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$EXTRA" .gpu/extra/*.whl 2>&1 | tail -2
   ls "$EXTRA"; "$EXTRA/bin/py-spy" --version || echo "no py-spy"
   bash "$TOOLS/gpu.sh" models
-  python3 -c "import orjson, stamina, aiohttp, httpx; print('gateway extras import OK')"
+  python3 -c "import orjson, stamina, aiohttp, httpx, pydantic_settings, fastapi_offline, tqdm; print('gateway extras import OK')"
   ;;
 stage2)
   stamp stage2
