@@ -41,7 +41,7 @@ psutil = pytest.importorskip("psutil")
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-pytestmark = [pytest.mark.engine, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
 
 CONFIG = ROOT / "deploy" / "ray" / "config.yaml"
 DOCS_PER_REQUEST = 16
@@ -92,10 +92,7 @@ class Deployed:
         """Redeploy with the config's autoscaling on ongoing requests, fast enough for a test and never down:
         CONCURRENCY requests against a target of 2 per replica ask for the maximum, 2 replicas."""
         (dep,) = self.config["applications"][0]["deployments"]
-        dep.pop("num_replicas", None)
-        auto = yaml.safe_load(CONFIG.read_text())["applications"][0]["deployments"][0]["autoscaling_config"]
-        auto.update(max_replicas=2, target_ongoing_requests=2, upscale_delay_s=2, downscale_delay_s=3600)
-        dep["autoscaling_config"] = auto
+        dep["autoscaling_config"]["max_replicas"] = 2
         self.serve_run()
 
     def running(self) -> int:
@@ -144,9 +141,10 @@ def _raylets(cluster: Any) -> list[Any]:
 @pytest.fixture(scope="module")
 def deployed(bundled_model_path: str) -> Iterator[Deployed]:
     temp = Path(tempfile.mkdtemp(prefix="rayt-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_USAGE_STATS_ENABLED", "RAY_TMPDIR")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved["PYTHONPATH"]]))
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["RAY_TMPDIR"] = str(temp)  # the session dir and address file: ours, not /tmp/ray
     cluster = None
     try:
         try:
@@ -156,7 +154,6 @@ def deployed(bundled_model_path: str) -> Iterator[Deployed]:
                     "num_cpus": 1,
                     "object_store_memory": 100 * 2**20,
                     "include_dashboard": False,
-                    "_temp_dir": str(temp),
                 },
             )
             cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
@@ -166,14 +163,22 @@ def deployed(bundled_model_path: str) -> Iterator[Deployed]:
         port = free_port()
         config = yaml.safe_load(CONFIG.read_text())
         config["http_options"] = {"host": "127.0.0.1", "port": port}
+        config["proxy_location"] = "HeadOnly"  # both nodes are on this host: one proxy on the port
         (app,) = config["applications"]
-        app["runtime_env"] = {"env_vars": {"PYTHONPATH": str(ROOT), "VLLM_CPU_OMP_THREADS_BIND": "nobind"}}
         app["args"] = {"flags": ["--model", bundled_model_path, "--max-num-seqs", "32"]}
         (dep,) = app["deployments"]
-        # One replica first (measured alone); the committed autoscaling, made fast, comes with autoscale().
+        # One replica first (measured alone); autoscale() then lets Serve's autoscaler add the second.
+        # Both with an autoscaling_config: switching from num_replicas to one is a new code version
+        # for Serve, which would replace the running replica instead of adding one.
         dep["max_ongoing_requests"] = 4
-        dep.pop("autoscaling_config")
-        dep["num_replicas"] = 1
+        dep["autoscaling_config"].update(
+            min_replicas=1,
+            initial_replicas=1,
+            max_replicas=1,
+            target_ongoing_requests=2,
+            upscale_delay_s=2,
+            downscale_delay_s=3600,
+        )
         env = {**os.environ, "RAY_ADDRESS": cluster.address}
         d = Deployed(cluster, f"http://127.0.0.1:{port}", cluster.address, config, temp / "config.yaml", env)
         d.serve_run()
