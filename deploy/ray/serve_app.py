@@ -16,8 +16,9 @@ replica (`RerankReplica`) then does what start_service.py does for its engines, 
   (/v1/rerank, /v2/rerank, /rerank, vendors', /health, /v1/models, /metrics) with its own errors,
   Retry-After, admission and keys;
 * `check_health` raises while an engine is not READY, so Serve stops routing to the replica and replaces
-  it, and the constructor returns only once the engines answered their warm-up, so a replica takes
-  traffic only when it can score;
+  it (until then its requests get 503 with a Retry-After of at most RETRY_AFTER_CAP_S), and the
+  constructor returns only once the engines answered their warm-up, so a replica takes traffic only
+  when it can score;
 * on shutdown (scale-down, redeploy, `serve shutdown`) Serve drains the replica's requests
   (graceful_shutdown_timeout_s), then the engines get SIGTERM and --stop-grace before SIGKILL. An engine
   also dies with its replica's process (PR_SET_PDEATHSIG), so a killed replica leaves no engine behind.
@@ -46,6 +47,12 @@ from gateway.topology import plan_topology
 __all__ = ["RerankReplica", "app_builder", "replica_settings"]
 
 log = logging.getLogger("vllm_rerank.ray")
+
+# Retry-After of a replica with no ready engine. Standalone, the service says "when the restart should be
+# done" (the engine's last start time: minutes on a slow host). Here Serve takes the replica out of
+# routing after 3 failed health checks (health_check_period_s 2 s: ~6 s) and a retry goes to another
+# replica, so the client is told to come back in a few seconds, not minutes.
+RETRY_AFTER_CAP_S = 5.0
 
 
 def replica_settings(flags: Sequence[str], environ: Mapping[str, str]) -> Settings:
@@ -96,7 +103,8 @@ class RerankReplica:
         log.info("replica_ready engines=%s", ",".join(c.url for c in self.engines.configs))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.settings, registry=EngineRegistry(self.engines.state_path))
+        registry = EngineRegistry(self.engines.state_path, max_retry_after_s=RETRY_AFTER_CAP_S)
+        return create_app(self.settings, registry=registry)
 
     def check_health(self) -> None:
         """Serve's health check: healthy only while every engine is READY (a crashed or restarting engine
