@@ -72,9 +72,7 @@ class Deployed:
         self.config_path.write_text(yaml.safe_dump(self.config))
         out = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "ray.serve.scripts",
+                str(Path(sys.executable).parent / "serve"),  # Ray's own CLI, as the README says
                 "run",
                 str(self.config_path),
                 "--address",
