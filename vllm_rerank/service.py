@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -89,12 +88,11 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
             os.environ["RERANK_API_KEYS"] = ",".join(keys) if all(k.strip() for k in keys) else ","
             command = list(relaunch) or [sys.executable, str(Path(sys.argv[0]).resolve())]
             os.execv(command[0], [*command, *rest])
-    from engine import FAMILIES, EngineHandle, EngineSupervisor, RestartPolicy, publish_state
-    from engine.external import ExternalEngine
     from gateway.cli import parse_settings
+    from gateway.launch import plan_engines
     from gateway.logformat import configure_logging
     from gateway.settings import SETTINGS_ENV, SettingsError
-    from gateway.topology import engine_configs, plan_topology
+    from gateway.topology import plan_topology
 
     try:
         settings = parse_settings(sys.argv[1:] if argv is None else argv, prog=prog)
@@ -114,8 +112,7 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
             file=sys.stderr,
         )
         return 1
-    # Managed engines listen on Unix sockets in a directory only this user can open (no TCP port a local
-    # process could reach around the key, limits and admission); --engine-port asks for loopback TCP.
+    # Managed engines listen on Unix sockets (gateway.launch); --engine-port asks for loopback TCP.
     ports: list[int] = []
     if settings.engine_port and not settings.engine_urls:
         ports = [settings.engine_port + i for i in range(len(topology.engines))]
@@ -126,34 +123,19 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
             )
             return 1
 
-    runtime_dir = Path(settings.runtime_dir or tempfile.mkdtemp(prefix="vllm-rerank-"))
-    runtime_dir.mkdir(parents=True, exist_ok=True)
-    state_path = runtime_dir / "engine-state.json"
+    engines = plan_engines(settings, topology, ports=ports)
+    runtime_dir, configs, supervisors = engines.runtime_dir, engines.configs, engines.handles
     metrics_dir = runtime_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir()
     # Before gateway.app (and prometheus_client) load: every worker aggregates into this dir.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     from gateway.app import PARENT_PID_ENV, STATE_FILE_ENV
-
-    sockets: list[str] = []
-    socket_dir: Path | None = None
-    if not ports and topology.engines:
-        socket_dir = runtime_dir / "engines"
-        if len(str(socket_dir)) > 80:  # a Unix socket path holds at most 107 bytes
-            socket_dir = Path(tempfile.mkdtemp(prefix="vllm-rerank-sock-"))
-        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        socket_dir.chmod(0o700)
-        sockets = [str(socket_dir / f"engine{i}.sock") for i in range(len(topology.engines))]
-    configs = engine_configs(settings, topology, ports, sockets=sockets)
     from gateway.startup import announce_ready, preflight_exit_code
 
     code = preflight_exit_code(settings, configs, environ=os.environ)  # before any engine starts
     if code:
-        if socket_dir is not None:
-            shutil.rmtree(socket_dir, ignore_errors=True)
-        if not settings.runtime_dir:
-            shutil.rmtree(runtime_dir, ignore_errors=True)
+        engines.cleanup()
         return code
     for plan in topology.models:
         log.info(
@@ -166,36 +148,10 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
             ",".join([c.url for c in configs if c.served_model_name == plan.name] + list(settings.engine_urls)),
         )
 
-    supervisors: list[EngineHandle] = []
-
-    def publish() -> None:
-        publish_state(state_path, [s.snapshot() for s in supervisors])
-
-    supervisors.extend(
-        EngineSupervisor(
-            c,
-            ready_timeout_s=settings.ready_timeout,
-            stop_grace_s=settings.stop_grace,
-            hang_timeout_s=settings.hang_timeout,
-            on_change=publish,
-            policy=RestartPolicy(
-                cap_s=settings.restart_backoff_cap,
-                max_crashes=settings.max_engine_crashes,
-                window_s=settings.crash_window,
-            ),
-        )
-        for c in configs
-    )
-    family = FAMILIES[settings.model_family] if settings.model_family else None
-    supervisors.extend(
-        ExternalEngine(
-            url, name=f"external{i}", family=family, served_model_name=settings.served_model_name, on_change=publish
-        )
-        for i, url in enumerate(settings.engine_urls)
-    )
+    publish = engines.publish
     publish()
     os.environ[SETTINGS_ENV] = settings.model_dump_json()
-    os.environ[STATE_FILE_ENV] = str(state_path)
+    os.environ[STATE_FILE_ENV] = str(engines.state_path)
     os.environ[PARENT_PID_ENV] = str(os.getpid())
 
     exit_code = 0
@@ -258,9 +214,6 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
         for t in stoppers:
             t.join()
         publish()
-        if not settings.runtime_dir:
-            shutil.rmtree(runtime_dir, ignore_errors=True)
-        if socket_dir is not None:
-            shutil.rmtree(socket_dir, ignore_errors=True)
+        engines.cleanup()
         log.info("service_stopped exit_code=%d", exit_code)
     return exit_code
