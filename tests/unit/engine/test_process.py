@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import pytest
 
-from engine import FAMILIES, EngineConfig, LaunchMode
 from engine.process import EngineProcess, classify_failure
+from tests.support.script_engine import script_engine
 from tests.support.wait import wait_until
 
 
@@ -48,13 +47,7 @@ def test_stop_kills_the_whole_group_even_if_sigterm_is_ignored(tmp_path) -> None
         "print('started', flush=True)\n"
         "time.sleep(300)\n"
     )
-    config = EngineConfig(
-        model="x",
-        served_model_name="x",
-        port=1,
-        family=FAMILIES["bi-encoder"],
-        launch=LaunchMode((sys.executable, "-c", script, "--"), False),
-    )
+    config = script_engine(script)
     proc = EngineProcess(config)
     proc.start()
     for _ in range(100):
@@ -123,13 +116,7 @@ def test_a_killed_group_leaves_no_shared_memory_behind(tmp_path) -> None:  # typ
     other = f"/{tag}-not-ours"
     fd = _posixshmem.shm_open(other, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
-    config = EngineConfig(
-        model="x",
-        served_model_name="x",
-        port=1,
-        family=FAMILIES["bi-encoder"],
-        launch=LaunchMode((sys.executable, "-c", script, "--"), False),
-    )
+    config = script_engine(script)
     proc = EngineProcess(config)
     proc.start()
     try:
