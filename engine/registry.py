@@ -23,10 +23,22 @@ _COMING = (EngineState.STARTING, EngineState.RESTARTING)
 
 
 class EngineRegistry:
-    """Read side of the engine state. `static` engines (tests, benchmarks) replace the file."""
+    """Read side of the engine state. `static` engines (tests, benchmarks) replace the file.
 
-    def __init__(self, state_path: Path | None = None, *, static: list[EngineSnapshot] | None = None) -> None:
+    `max_retry_after_s` caps the Retry-After of "no engine is ready": by default a client is told to come
+    back once a restart is expected to be done (the engine's last start time, minutes on a slow host);
+    behind a balancer that takes this copy out of routing (Ray Serve's health check), a retry soon goes
+    to another copy, so a short cap is the truthful answer there."""
+
+    def __init__(
+        self,
+        state_path: Path | None = None,
+        *,
+        static: list[EngineSnapshot] | None = None,
+        max_retry_after_s: float | None = None,
+    ) -> None:
         self._path = state_path
+        self._max_retry_after_s = max_retry_after_s
         self._mtime: float = -1.0
         self._engines: tuple[EngineSnapshot, ...] = tuple(static or ())
         self._outstanding: dict[str, int] = {}
@@ -70,6 +82,8 @@ class EngineRegistry:
             coming = [e for e in engines if e.state in _COMING]
             # Retry once a restart is expected to be done: the engine's last start time, as measured.
             retry = max((e.start_seconds or 5.0 for e in coming), default=30.0)
+            if self._max_retry_after_s is not None:
+                retry = min(retry, self._max_retry_after_s)
             raise EngineUnavailableError(f"no engine is ready ({states})", retry_after=retry)
         if len(ready) == 1:
             return ready[0]

@@ -9,13 +9,17 @@
 
 A transport is anything with `post(url, body, *, timeout, connect_timeout) -> (status, bytes)`,
 `get(url, *, timeout) -> (status, bytes)` and `aclose()`; tests pass `CallableTransport`.
+
+`CALL_HEADERS` holds headers to add to the engine calls made in the current context (the gateway sets a
+W3C `traceparent` there while tracing; None, the default, adds nothing and costs one lookup).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
@@ -24,6 +28,7 @@ import httptools
 import httpx
 
 __all__ = [
+    "CALL_HEADERS",
     "UNIX_SCHEME",
     "AiohttpTransport",
     "CallableTransport",
@@ -37,6 +42,10 @@ __all__ = [
     "unix_socket_of",
     "unix_url",
 ]
+
+CALL_HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "engine_call_headers", default=None
+)
 
 # An engine on a Unix socket: http+unix://<percent-encoded socket path>/<http path>.
 UNIX_SCHEME = "http+unix"
@@ -117,9 +126,11 @@ class AiohttpTransport:
         self, method: str, url: str, body: bytes | None, timeout: aiohttp.ClientTimeout
     ) -> tuple[int, bytes]:
         socket_path, url = unix_socket_of(url)
+        extra = CALL_HEADERS.get()
+        headers = self._HEADERS if extra is None else {**self._HEADERS, **extra}
         try:
             async with self._get_session(socket_path).request(
-                method, url, data=body, headers=self._HEADERS, timeout=timeout
+                method, url, data=body, headers=headers, timeout=timeout
             ) as resp:
                 return resp.status, await resp.read()
         except aiohttp.ConnectionTimeoutError as exc:
@@ -224,6 +235,11 @@ class _Connection(asyncio.Protocol):
         return self.keep_alive and not self.closed and self.transport is not None and not self.transport.is_closing()
 
 
+def _unsafe(name: str, value: str) -> bool:
+    """A header that would break the request head (CR or LF): left out."""
+    return any(c in name or c in value for c in "\r\n")
+
+
 class HttpTransport:
     """A pooled keep-alive HTTP/1.1 client for the engines (TCP or Unix socket): a request is one
     write of a pre-built head and the body, its answer parsed by httptools (C), and no per-request
@@ -288,6 +304,9 @@ class HttpTransport:
     ) -> tuple[int, bytes]:
         key, line = self._target(url)
         head = method + b" " + line
+        extra = CALL_HEADERS.get()
+        if extra:
+            head += "".join(f"\r\n{k}: {v}" for k, v in extra.items() if not _unsafe(k, v)).encode("latin-1")
         if body is not None:
             head += b"\r\ncontent-type: application/json\r\ncontent-length: %d" % len(body)
         payload = head + b"\r\n\r\n" + (body or b"")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio.to_thread
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from core import Admission, ModelRouter, PipelinePolicy, RerankPipeline, ScoreCache
 from engine import EngineClient, EngineRegistry, ModelFamily
@@ -22,13 +23,18 @@ from engine.process import die_with_parent
 from engine.registry import EngineSet
 from engine.tokenizer import ModelTokenizer, load_tokenizer, loaded_tokenizer
 from engine.transport import HttpTransport, Transport
+from gateway import openapi
 from gateway.deps import Runtime
+from gateway.docs import mount_docs
 from gateway.errors import register_error_handlers
-from gateway.metrics import METRICS, EngineMetricsCache
+from gateway.logformat import configure_logging
+from gateway.metrics import METRICS, TIMING_HEADERS, EngineMetricsCache
 from gateway.middleware import GatewayMiddleware, KeyStore
 from gateway.routes import ops, rerank, vendors
 from gateway.settings import SETTINGS_ENV, Settings
 from gateway.topology import ModelPlan, Topology, plan_topology
+from gateway.tracing import Tracing
+from gateway.version import VERSION
 
 __all__ = ["PARENT_PID_ENV", "STATE_FILE_ENV", "create_app", "create_app_from_env"]
 
@@ -87,6 +93,11 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
     (tests inject faults and fuzz with it)."""
     topology = plan_topology(settings)
     keys = KeyStore(settings.api_keys, settings.api_key_file)
+    tracing = (
+        Tracing(settings.otlp_endpoint, service_name=settings.otel_service_name, service_version=VERSION)
+        if settings.otlp_endpoint
+        else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -110,19 +121,52 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
             for task in warm:
                 task.cancel()
             await client.aclose()
+            if tracing is not None:
+                await anyio.to_thread.run_sync(tracing.shutdown)  # sends what is batched
 
-    app = FastAPI(title="vllm-rerank", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="vllm-rerank",
+        version=VERSION,
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # gateway.docs: the same pages, with assets served from here
+        redoc_url=None,
+        openapi_tags=[
+            {"name": "rerank", "description": "Rerank and score, in each client's own dialect"},
+            {"name": "operations", "description": "Health, models, info and metrics"},
+        ],
+    )
     app.add_middleware(
         GatewayMiddleware,
         keys=keys,
         protect_ops=settings.protect_ops,
         max_body_bytes=settings.max_body_bytes,
+        tracing=tracing,
     )
+    if settings.cors_allow_origins:
+        # Outside the gateway middleware: a preflight (no key, no body) is answered here, and every answer,
+        # errors included, carries the CORS headers.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_allow_origins),
+            allow_methods=list(settings.cors_allow_methods),
+            allow_headers=list(settings.cors_allow_headers),
+            allow_credentials=settings.cors_allow_credentials,
+            expose_headers=["x-request-id", "retry-after", *TIMING_HEADERS],
+        )
     register_error_handlers(app)
     app.include_router(rerank.router)
     app.include_router(vendors.router)
     app.include_router(ops.router)
+    openapi.install(app)
+    mount_docs(app)
     return app
+
+
+_DESCRIPTION = """A drop-in rerank API in front of supervised vLLM engines. Each path takes the request
+bodies of the clients that call it (Cohere, Jina, Voyage, TEI, Pinecone, vLLM, NVIDIA NIM, Mixedbread,
+Infinity) and answers in the same dialect, errors included. With keys configured, send
+`Authorization: Bearer KEY` (Pinecone clients: `Api-Key`)."""
 
 
 async def _preload_tokenizer(pipeline: RerankPipeline) -> None:
@@ -145,8 +189,6 @@ def create_app_from_env() -> FastAPI:
     if parent and os.getpid() != parent:
         die_with_parent(parent)
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )  # no-op if configured
+    configure_logging(settings.log_level, settings.log_format)  # the handler: no-op if configured
     registry = EngineRegistry(Path(os.environ[STATE_FILE_ENV]))
     return create_app(settings, registry=registry)

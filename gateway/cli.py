@@ -9,6 +9,7 @@ reads os.environ for settings.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import types
 import typing
@@ -16,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 from gateway.config_file import ConfigFileError, read_config_file
+from gateway.server_flags import VLLM_GATEWAY_FLAGS, VLLM_REFUSED_FLAGS, flag_name, refusal
 from gateway.settings import Settings, SettingsError, env_names, flag_of, load_settings
 
-__all__ = ["OPTIONS", "Option", "build_parser", "parse_settings"]
+__all__ = ["OPTIONS", "Option", "build_parser", "gateway_flags", "parse_settings"]
 
 
 class Option(NamedTuple):
@@ -61,9 +63,9 @@ def _options() -> list[Option]:
 OPTIONS: list[Option] = _options()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "start_service.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="start_service.py",
+        prog=prog,
         description="vllm-rerank: a drop-in rerank API (Cohere, Jina, Voyage, TEI, vLLM dialects) in front of a "
         "supervised vLLM engine. Every flag can also be set by the env var named in brackets; a flag wins over "
         "its env var, the env var over the default. Unknown flags are passed to `vllm serve` as they are.",
@@ -85,8 +87,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from argv and the environment.
+def _list_value(text: str) -> tuple[str, ...]:
+    """vLLM reads these as JSON lists (`'["*"]'`); a plain `a,b` is taken too."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    items = value if isinstance(value, list) else [value]
+    return tuple(str(x).strip() for item in items for x in str(item).split(",") if str(x).strip())
+
+
+def gateway_flags(args: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """(settings values, the rest) of pass-through arguments: vLLM's HTTP-server flags are the gateway's
+    (VLLM_GATEWAY_FLAGS) and never reach the engine.
+
+    Raises: SettingsError for a flag that only makes sense on the gateway and has no meaning there
+    (VLLM_REFUSED_FLAGS), or one without its value."""
+    values: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        _, eq, inline = arg.partition("=")
+        flag = flag_name(arg)
+        i += 1
+        if flag in VLLM_REFUSED_FLAGS:
+            raise SettingsError(refusal(flag))
+        if flag not in VLLM_GATEWAY_FLAGS:
+            rest.append(arg)
+            continue
+        field = VLLM_GATEWAY_FLAGS[flag][0]
+        if field == "cors_allow_credentials":
+            values[field] = True
+            continue
+        if not eq:
+            if i >= len(args):
+                raise SettingsError(f"{flag} needs a value (a JSON list, e.g. '[\"*\"]')")
+            inline, i = args[i], i + 1
+        values[field] = (*values.get(field, ()), *_list_value(inline))
+    return values, rest
+
+
+def parse_settings(
+    argv: Sequence[str], environ: Mapping[str, str] | None = None, *, prog: str = "start_service.py"
+) -> Settings:
+    """Build Settings from argv and the environment (`prog`: the command --help names).
 
     Raises:
         SettingsError: a bad value (the message names the flag and env var).
@@ -97,7 +142,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
     if "--" in argv:
         cut = argv.index("--")
         argv, passthrough = argv[:cut], argv[cut + 1 :]
-    ns, unknown = build_parser().parse_known_args(argv)
+    ns, unknown = build_parser(prog).parse_known_args(argv)
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         value = getattr(ns, opt.field)
@@ -112,5 +157,8 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str] | None = None
         except ConfigFileError as exc:
             raise SettingsError(str(exc)) from None
     # The file's vLLM flags first: for a flag given twice, vLLM keeps the command line's (the last).
-    values["vllm_args"] = (*file_values.pop("vllm_args", ()), *unknown, *passthrough)
+    mapped, engine_args = gateway_flags((*file_values.pop("vllm_args", ()), *unknown, *passthrough))
+    for field, value in mapped.items():  # the gateway's own flag wins over vLLM's spelling of it
+        values.setdefault(field, value)
+    values["vllm_args"] = tuple(engine_args)
     return load_settings(values, environ, file_values=file_values)

@@ -14,22 +14,38 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from engine import EngineSnapshot
 
+if TYPE_CHECKING:
+    from gateway.tracing import Tracing
+
 __all__ = [
     "ENGINE_METRICS_TTL_S",
     "METRICS",
+    "TIMING_HEADERS",
     "EngineMetricsCache",
     "RequestStats",
     "label_engine_metrics",
     "render_metrics",
 ]
 
+# What every scoring response carries (RequestStats.timing_headers); browsers may read them (CORS).
+TIMING_HEADERS = (
+    "x-compute-time",
+    "x-total-time",
+    "x-tokenization-time",
+    "x-queue-time",
+    "x-inference-time",
+    "x-compute-tokens",
+)
 _MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -40,11 +56,15 @@ class _Metrics:
     def __init__(self) -> None:
         self.requests = Counter(
             "vllm_rerank_requests_total",
-            "HTTP requests by route, dialect, status and model",
+            "HTTP requests by route, dialect (empty for ops routes: health, metrics, models, info, docs), status "
+            "and model",
             ["route", "dialect", "status", "model"],
         )
         self.latency = Histogram(
-            "vllm_rerank_request_duration_seconds", "Request latency by route", ["route"], buckets=_LATENCY_BUCKETS
+            "vllm_rerank_request_duration_seconds",
+            "Request latency by route, dialect (empty for ops routes), status and model",
+            ["route", "dialect", "status", "model"],
+            buckets=_LATENCY_BUCKETS,
         )
         self.documents = Histogram(
             "vllm_rerank_documents_per_request", "Documents per rerank request", buckets=_SIZE_BUCKETS
@@ -86,16 +106,62 @@ class _Metrics:
 METRICS = _Metrics()
 
 
+class _Stage:
+    """One stage of a request: timed into its RequestStats, and traced where tracing is on."""
+
+    __slots__ = ("_name", "_span", "_stats", "_t0")
+
+    def __init__(self, stats: RequestStats, name: str) -> None:
+        self._stats = stats
+        self._name = name
+        self._span: AbstractContextManager[object] | None = None
+        self._t0 = 0.0
+
+    def __enter__(self) -> None:
+        tracing = self._stats.tracing
+        if tracing is not None:
+            self._span = tracing.stage(self._name)
+            self._span.__enter__()
+        self._t0 = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        t1 = time.perf_counter()
+        stats = self._stats
+        if self._name == "tokenize":
+            stats.tokenize_s += t1 - self._t0
+        elif self._name == "engine_call":  # calls may overlap: first sent to last answered
+            if stats.engine_first is None or self._t0 < stats.engine_first:
+                stats.engine_first = self._t0
+            stats.engine_last = max(stats.engine_last, t1)
+        if self._span is not None:
+            self._span.__exit__(kind, exc, tb)
+
+
 class RequestStats:
     """The pipeline's observer for one request (core.observer.RequestObserver): what the request
-    log line reports (documents, tokens), and the per-call counters."""
+    log line reports (documents, tokens), the per-call counters, and the stage times of the timing
+    headers (`timing_headers`)."""
 
-    __slots__ = ("documents_n", "model_name", "tokens_n")
+    __slots__ = (
+        "documents_n",
+        "engine_first",
+        "engine_last",
+        "model_name",
+        "started",
+        "tokenize_s",
+        "tokens_n",
+        "tracing",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, tracing: Tracing | None = None, started: float = 0.0) -> None:
         self.model_name = ""  # the served model that scored ("" before a model was picked)
         self.documents_n: int | None = None
         self.tokens_n: int | None = None
+        self.tracing = tracing
+        self.started = started  # time.perf_counter() when the request came
+        self.tokenize_s = 0.0
+        self.engine_first: float | None = None
+        self.engine_last = 0.0
 
     def model(self, name: str) -> None:
         self.model_name = name
@@ -113,12 +179,37 @@ class RequestStats:
     def engine_call(self, endpoint: str) -> None:
         METRICS.engine_requests.labels(endpoint).inc()
 
+    def span(self, name: str) -> AbstractContextManager[object]:
+        return _Stage(self, name)
+
+    def timing_headers(self, now: float) -> list[tuple[bytes, bytes]]:
+        """TEI's timing headers, in whole milliseconds: x-total-time and x-compute-time (both the
+        request's time in the gateway so far, as TEI), x-tokenization-time (the gateway's tokenizer
+        work), x-inference-time (first engine call sent to last answered, the engine's own queue
+        included), x-queue-time (what came before the first engine call, tokenization excepted:
+        parsing, planning, admission), and x-compute-tokens (prompt tokens the engine counted)."""
+        total = int((now - self.started) * 1000)
+        tokenize = int(self.tokenize_s * 1000)
+        if self.engine_first is None:
+            inference = queue = 0
+        else:
+            inference = int((self.engine_last - self.engine_first) * 1000)
+            queue = max(0, int((self.engine_first - self.started - self.tokenize_s) * 1000))
+        return [
+            (b"x-compute-time", str(total).encode()),
+            (b"x-total-time", str(total).encode()),
+            (b"x-tokenization-time", str(tokenize).encode()),
+            (b"x-queue-time", str(queue).encode()),
+            (b"x-inference-time", str(inference).encode()),
+            (b"x-compute-tokens", str(self.tokens_n or 0).encode()),
+        ]
+
 
 def _engine_families(engines: Sequence[EngineSnapshot]) -> Iterable[Metric]:
     state = GaugeMetricFamily(
         "vllm_rerank_engine_state", "1 for the engine's current state", labels=["engine", "model", "state"]
     )
-    restarts = GaugeMetricFamily(
+    restarts = CounterMetricFamily(
         "vllm_rerank_engine_restarts", "Engine restarts since the service started", labels=["engine", "model"]
     )
     ready = GaugeMetricFamily("vllm_rerank_engines_ready", "Engines ready to take requests")

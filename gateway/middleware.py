@@ -34,6 +34,7 @@ from compat.detect import VENDOR_PATHS, dialect_of
 from compat.errors import CompatError
 from gateway.errors import BodyTooLargeError, UnauthorizedError, render_error
 from gateway.metrics import METRICS, RequestStats
+from gateway.tracing import Tracing
 
 __all__ = [
     "INFERENCE_PATHS",
@@ -53,7 +54,7 @@ log = logging.getLogger("vllm_rerank.access")
 INFERENCE_PATHS = frozenset(
     {"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score", "/v1/models", "/models", *VENDOR_PATHS}
 )
-OPS_PATHS = frozenset({"/health", "/v1/health", "/metrics"})
+OPS_PATHS = frozenset({"/health", "/v1/health", "/metrics", "/info"})
 JSON_PATHS = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/score", "/v1/score", *VENDOR_PATHS})
 
 
@@ -153,11 +154,14 @@ class KeyStore:
 
 
 class GatewayMiddleware:
-    def __init__(self, app: ASGIApp, *, keys: KeyStore, protect_ops: bool, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, keys: KeyStore, protect_ops: bool, max_body_bytes: int, tracing: Tracing | None = None
+    ) -> None:
         self.app = app
         self.keys = keys
         self.protect_ops = protect_ops
         self.max_body_bytes = max_body_bytes
+        self.tracing = tracing  # None: tracing off, nothing traced
 
     async def _reply(self, send: Send, scope: Scope, exc: Exception) -> int:
         state = scope["state"]
@@ -165,6 +169,8 @@ class GatewayMiddleware:
         state["error"] = err.message
         headers = [(b"content-type", b"application/json"), (b"x-request-id", state["request_id"].encode())]
         headers += [(k.lower().encode(), v.encode()) for k, v in err.headers]
+        if scope["path"] in JSON_PATHS:
+            headers += state["stats"].timing_headers(time.perf_counter())
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": err.body})
         return err.status
@@ -194,7 +200,7 @@ class GatewayMiddleware:
         path: str = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         rid = request_id(headers.get("x-request-id"))
-        stats = RequestStats()
+        stats = RequestStats(self.tracing, t0)
         state = scope.setdefault("state", {})
         state.update(request_id=rid, stats=stats, dialect=dialect_of(path, None, headers))
         route = path if path in INFERENCE_PATHS or path in OPS_PATHS else "other"
@@ -203,7 +209,14 @@ class GatewayMiddleware:
         if inference:
             METRICS.inflight_requests.inc()
         try:
-            status = await self._handle(scope, receive, send, path, headers, inference)
+            if self.tracing is None:
+                status = await self._handle(scope, receive, send, path, headers, inference)
+            else:
+                with self.tracing.request(scope["method"], path, headers) as span:
+                    status = await self._handle(scope, receive, send, path, headers, inference)
+                    span.set_attribute("http.response.status_code", status)
+                    span.set_attribute("vllm_rerank.request_id", rid)
+                    span.set_attribute("vllm_rerank.dialect", str(state["dialect"]))
         finally:
             if inference:
                 METRICS.inflight_requests.dec()
@@ -255,6 +268,7 @@ class GatewayMiddleware:
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: str) -> int:
         delivered = False
+        answered = False  # the whole response was sent
         disconnected = asyncio.Event()
         status = 500
 
@@ -266,12 +280,19 @@ class GatewayMiddleware:
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
+        timed = scope["path"] in JSON_PATHS
+        stats: RequestStats = scope["state"]["stats"]
+
         async def wrapped_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+                if timed:  # TEI's timing headers on every scoring response
+                    message["headers"] += stats.timing_headers(time.perf_counter())
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
             await send(message)
 
         async def watch() -> None:
@@ -293,6 +314,10 @@ class GatewayMiddleware:
             watch_task.cancel()
             app_task.result()
             return status
+        if answered:  # the client closed after the whole answer (a file response still winding down)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await app_task
+            return status
         app_task.cancel()
         METRICS.disconnects.inc()
         with contextlib.suppress(asyncio.CancelledError, Exception):  # the client is gone; nothing to answer
@@ -302,8 +327,9 @@ class GatewayMiddleware:
     def _account(self, scope: Scope, route: str, status: int, stats: RequestStats, elapsed: float, rid: str) -> None:
         state = scope.get("state", {})
         dialect = str(state.get("dialect"))
-        METRICS.requests.labels(route, dialect, str(status), stats.model_name).inc()
-        METRICS.latency.labels(route).observe(elapsed)
+        label = dialect if route in JSON_PATHS else ""  # health, metrics, models...: no dialect
+        METRICS.requests.labels(route, label, str(status), stats.model_name).inc()
+        METRICS.latency.labels(route, label, str(status), stats.model_name).observe(elapsed)
         if status in (429, 503):
             METRICS.rejected.labels(str(status), "engine_unavailable" if status == 503 else "overloaded").inc()
         if stats.documents_n is not None:
@@ -319,7 +345,7 @@ class GatewayMiddleware:
             rid,
             scope.get("method"),
             scope.get("path"),
-            dialect,
+            label or "-",
             stats.model_name or "-",
             "-" if stats.documents_n is None else stats.documents_n,
             "-" if stats.tokens_n is None else stats.tokens_n,

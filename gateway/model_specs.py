@@ -30,6 +30,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway.server_flags import server_flag_problem
+
 __all__ = ["FormatName", "ModelSpec", "ModelsFileError", "load_models_file", "parse_model_flag"]
 
 FormatName = Literal[
@@ -63,6 +65,14 @@ class ModelSpec(BaseModel):
     max_num_seqs: int | None = Field(None, ge=1)
     instruction: str | None = Field(None, description="Default instruction for LLM rerankers.")
     vllm_args: tuple[str, ...] = Field((), description="Extra `vllm serve` flags for this model's engines.")
+
+    @field_validator("vllm_args")
+    @classmethod
+    def _no_server_flags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        problem = server_flag_problem(value, where="vllm-args")
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("name", "aliases")
     @classmethod

@@ -53,6 +53,7 @@ from uvicorn.supervisors.multiprocess import Process
 
 from compat.detect import dialect_of
 from compat.errors import error_body
+from gateway.logformat import LogFormat, use_format
 from gateway.metrics import METRICS
 from gateway.settings import Settings
 from gateway.startup import ListeningFilter
@@ -112,14 +113,16 @@ def limits_from(settings: Settings) -> ConnectionLimits:
 class GatewayConfig(uvicorn.Config):
     """uvicorn's Config plus our `ConnectionLimits` (pickled with it into every worker)."""
 
-    def __init__(self, app: Any, *, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(self, app: Any, *, limits: ConnectionLimits, log_format: LogFormat = "text", **kwargs: Any) -> None:
         self.limits = limits
+        self.log_format = log_format
         super().__init__(app, **kwargs)
 
     def configure_logging(self) -> None:
         """uvicorn's logging, with "Uvicorn running on" re-worded (gateway.startup): the engines may
         still be loading. Runs in the main process and again in every worker."""
         super().configure_logging()
+        use_format(getattr(self, "log_format", "text"))
         logger = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, ListeningFilter) for f in logger.filters):
             logger.addFilter(ListeningFilter())
@@ -421,6 +424,7 @@ def serve(settings: Settings, app: str) -> None:
     config = GatewayConfig(
         app,
         limits=limits,
+        log_format=settings.log_format,
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -14,6 +14,7 @@ LOG_LEVEL; the service's own extras use the RERANK_ prefix.
 from __future__ import annotations
 
 import contextvars
+import importlib.util
 import types
 from collections.abc import Mapping
 from pathlib import Path
@@ -293,6 +294,44 @@ class Settings(BaseSettings):
         "Check before any engine starts: pass-through flags against the installed vLLM's own parser, that the "
         "model exists (local path, Hugging Face cache or hub) and that a --model-size fits the device.",
     )
+    # ---- browsers (CORS) and observability (gateway/cors.py, gateway/logs.py, gateway/tracing.py)
+    cors_allow_origins: Strs = opt(
+        (),
+        "RERANK_CORS_ALLOW_ORIGINS",
+        "Origin browsers may call the API from (repeatable; env: comma-separated; * = any). None: no CORS "
+        "headers, and a preflight is not answered. vLLM's --allowed-origins is read as this.",
+        flag="--cors-allow-origin",
+    )
+    cors_allow_methods: Strs = opt(
+        ("*",),
+        "RERANK_CORS_ALLOW_METHODS",
+        "Methods a cross-origin request may use (repeatable or comma-separated; * = any). vLLM's "
+        "--allowed-methods is read as this.",
+        flag="--cors-allow-methods",
+    )
+    cors_allow_headers: Strs = opt(
+        ("*",),
+        "RERANK_CORS_ALLOW_HEADERS",
+        "Request headers a cross-origin request may send (repeatable or comma-separated; * = any). vLLM's "
+        "--allowed-headers is read as this.",
+        flag="--cors-allow-headers",
+    )
+    cors_allow_credentials: bool = opt(
+        False,
+        "RERANK_CORS_ALLOW_CREDENTIALS",
+        "Let browsers send cookies and Authorization on cross-origin requests (not with origin *). vLLM's "
+        "--allow-credentials is read as this.",
+    )
+    log_format: Literal["text", "json"] = opt(
+        "text", "RERANK_LOG_FORMAT", "text, or json: one JSON object per line (the request log line included)."
+    )
+    otlp_endpoint: str | None = opt(
+        None,
+        "RERANK_OTLP_ENDPOINT",
+        "OpenTelemetry: send traces over OTLP/HTTP (protobuf) to this collector, e.g. http://collector:4318 "
+        "(/v1/traces is added to a URL without a path). Unset: no tracing, and no cost.",
+    )
+    otel_service_name: str = opt("vllm-rerank", "RERANK_OTEL_SERVICE_NAME", "OpenTelemetry service.name of the traces.")
     # Flags this service does not know, passed to the engine as they are (command line only).
     vllm_args: tuple[str, ...] = ()
     # The models file's contents, read once where the settings are loaded (workers get them with the
@@ -328,11 +367,27 @@ class Settings(BaseSettings):
         del lines  # an empty file accepts nobody until a key is written to it (rotation)
         return value
 
-    @field_validator("engine_urls", "model_aliases", "model", mode="before")
+    @field_validator(
+        "engine_urls",
+        "model_aliases",
+        "model",
+        "cors_allow_origins",
+        "cors_allow_methods",
+        "cors_allow_headers",
+        mode="before",
+    )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(a.strip() for a in value.split(",") if a.strip())
+        return value
+
+    @field_validator("cors_allow_origins", "cors_allow_methods", "cors_allow_headers", mode="before")
+    @classmethod
+    def _comma_items(cls, value: Any) -> Any:
+        """`--cors-allow-methods GET,POST` as `--cors-allow-methods GET --cors-allow-methods POST`."""
+        if isinstance(value, (tuple, list)):
+            return tuple(a.strip() for item in value for a in str(item).split(",") if a.strip())
         return value
 
     @field_validator("engine_devices", mode="before")
@@ -351,6 +406,17 @@ class Settings(BaseSettings):
     def _cross_field(self) -> Settings:
         if self.engine_port and self.engine_port == self.port:
             raise ValueError("--engine-port must differ from --port")
+        if self.cors_allow_credentials and "*" in self.cors_allow_origins:
+            raise ValueError(
+                "--cors-allow-credentials with --cors-allow-origin '*': browsers refuse credentials for any "
+                "origin; name the origins"
+            )
+        if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--otlp-endpoint: an http:// or https:// URL (OTLP/HTTP), got {self.otlp_endpoint!r}")
+        if self.otlp_endpoint is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+            raise ValueError(
+                "--otlp-endpoint: the OpenTelemetry SDK is not installed (pip install 'vllm-rerank[otel]')"
+            )
         if self.models_file and not self.model_specs:
             if self.model:
                 raise ValueError("--model/MODEL and --models-file/RERANK_MODELS_FILE: give one of them")

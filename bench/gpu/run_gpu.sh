@@ -13,6 +13,7 @@
 #   run_gpu.sh defaults-bert / defaults-qwen   issue 20: --model only (auto replicas/workers/KV budget): what
 #                            /health resolved, first request vs next ten, one engine vs service at conc 64/128
 #   run_gpu.sh two-models    --model bert=bert-ce --model qwen=qwen3-rr: /health per model, both loaded at once
+#   run_gpu.sh qwen4b        a Qwen3-4B-shape checkpoint (built on the GPU) with the origin guide's recipe: service vs direct
 #   run_gpu.sh levers        bert-ce replicas with --api-server-count 2 (pass-through) / more gateway workers
 #
 # Staging here first: bash bench/gpu/stage_extra.sh. Then, back to back on one warm machine
@@ -99,6 +100,14 @@ svc_stop() {
   grep -cE "Traceback" "$WORK/service_$tag.log" | sed 's/^/tracebacks in service log: /'
   nvidia-smi --query-gpu=memory.used --format=csv,noheader | sed 's/^/GPU memory after stop: /'
 }
+mfu_window() {  # mfu_window TAG MODEL_NAME WORDS CONFIG: 10 s of service load between two token-counter snapshots
+  $SVC tokens --health "$WORK/health_$1.json" --out "$WORK/tok0_$1.json" >/dev/null || return 0
+  $BENCH --label "$1: service only, for the computed-token MFU" --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" \
+      --model $2 --words $3 --sizes 100 --conc 64 --doc-words 100 --rounds 1 --duration-s 10 \
+      --max-pairs-in-flight 16000 --budget-s 25 | grep -E "pairs/s" | tail -2
+  $SVC tokens --health "$WORK/health_$1.json" --out "$WORK/tok1_$1.json" >/dev/null
+  $SVC computed --before "$WORK/tok0_$1.json" --after "$WORK/tok1_$1.json" --config $4
+}
 finish() {
   [ -n "$SVC_PID" ] && svc_stop last
   [ -n "$SMI_PID" ] && kill $SMI_PID 2>/dev/null
@@ -118,7 +127,7 @@ stage1)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$EXTRA" .gpu/extra/*.whl 2>&1 | tail -2
   ls "$EXTRA"; "$EXTRA/bin/py-spy" --version || echo "no py-spy"
   bash "$TOOLS/gpu.sh" models
-  python3 -c "import orjson, stamina, aiohttp, httpx; print('gateway extras import OK')"
+  python3 -c "import orjson, stamina, aiohttp, httpx, pydantic_settings, fastapi_offline, tqdm; print('gateway extras import OK')"
   ;;
 stage2)
   stamp stage2
@@ -267,6 +276,7 @@ EOF2
       --rounds 1 --duration-s ${DEF_DUR_S:-8} --max-pairs-in-flight 16000 --proc-cpu --budget-s 70 \
       --json "$OUTDIR/bench_$phase.json" | grep -v '^{'
   smi_stop $phase
+  [ $m = qwen3-rr ] && [ $(left) -gt 60 ] && mfu_window $phase $m $MODELS/$m/words.txt $MODELS/$m/config.json
   svc_stop $phase
   ;;
 two-models)
@@ -290,6 +300,41 @@ two-models)
   grep -v '^{' "$WORK"/two_*.txt
   smi_stop two
   svc_stop two
+  ;;
+qwen4b)
+  # issue 20: the Qwen3-Reranker-4B shape with the origin guide's production recipe, service vs direct
+  [ $(left) -lt 240 ] && { stamp "skip qwen4b: time"; continue; }
+  if [ ! -f $MODELS/qwen3-4b/config.json ]; then
+    stamp "qwen4b: building a random Qwen3-4B-shape checkpoint (qwen3-rr's tokenizer) on the GPU"
+    python3 - $MODELS/qwen3-rr $MODELS/qwen3-4b <<'EOF4'
+import shutil, sys, torch
+from transformers import AutoConfig, Qwen3ForCausalLM
+src, dst = sys.argv[1], sys.argv[2]
+cfg = AutoConfig.from_pretrained(src)
+cfg.update(dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, tie_word_embeddings=True))
+torch.set_default_dtype(torch.bfloat16)
+with torch.device("cuda"):
+    model = Qwen3ForCausalLM(cfg)
+print(f"params: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B")
+model.save_pretrained(dst)
+for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "words.txt"):
+    shutil.copy(f"{src}/{f}", f"{dst}/{f}")
+EOF4
+    du -sh $MODELS/qwen3-4b
+  fi
+  svc_start q4b --model $MODELS/qwen3-4b --workers 2 --max-num-seqs 1024 --max-num-batched-tokens 32768 \
+      --gpu-memory-utilization 0.9 --max-workers 8 || continue
+  E=$(engine_url q4b 0)
+  smi_start q4b
+  $BENCH --label "qwen3-4b shape, origin guide recipe: vLLM /score direct vs service (same engine)" \
+      --variant "vllm_score=score@$E/score" --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" \
+      --model qwen3-4b --words $MODELS/qwen3-rr/words.txt --sizes 100 --conc 16,64 --doc-words 100 \
+      --rounds 2 --duration-s 12 --max-pairs-in-flight 16000 --proc-cpu --budget-s $(( $(left) - 40 )) \
+      --json "$OUTDIR/bench_q4b.json" | grep -v '^{'
+  smi_stop q4b
+  [ $(left) -gt 50 ] && mfu_window q4b qwen3-4b $MODELS/qwen3-rr/words.txt $MODELS/qwen3-4b/config.json
+  svc_stop q4b
   ;;
 *) echo "unknown phase $phase"; exit 2 ;;
 esac

@@ -9,6 +9,9 @@ dialects, list engine URLs/pids, summarise py-spy raw profiles and the Qwen3 MFU
   svc.py pyspy FILE [--top 25]
   svc.py mfu --config MODEL/config.json --tokens-per-s X [--peak 800e12]
   svc.py smi FILE            (mean/max GPU utilisation of an nvidia-smi -l csv log)
+  svc.py tokens --health H.json --out SNAP.json   (every engine's prompt-token and prefix-cache-hit counters)
+  svc.py computed --before A.json --after B.json --config MODEL/config.json [--peak 989e12]
+                             (tokens actually computed = prompt tokens - prefix-cache hits, per s, and the MFU)
 """
 
 from __future__ import annotations
@@ -236,6 +239,46 @@ def cmd_mfu(a: argparse.Namespace) -> int:
     return 0
 
 
+_COUNTERS = ("vllm:prompt_tokens_total", "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total")
+
+
+def cmd_tokens(a: argparse.Namespace) -> int:
+    """Sum vLLM's token counters over every engine of the service (their /metrics)."""
+    with open(a.health) as f:
+        engines = [e["url"] for e in json.load(f).get("engines") or [] if e.get("url", "").startswith("http")]
+    sums = dict.fromkeys(_COUNTERS, 0.0)
+    for url in engines:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+            for line in r.read().decode().splitlines():
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if name in sums:
+                    sums[name] += float(line.rsplit(" ", 1)[1])
+    snap = {"t": time.time(), "engines": len(engines), **sums}
+    with open(a.out, "w") as f:
+        json.dump(snap, f)
+    print("token counters:", json.dumps(snap))
+    return 0
+
+
+def cmd_computed(a: argparse.Namespace) -> int:
+    """Tokens the engines actually computed between two snapshots (prompt tokens minus prefix-cache
+    hits: a hit's KV is reused, not recomputed), per second, and the MFU at 2 x params FLOPs per token."""
+    with open(a.before) as f:
+        b = json.load(f)
+    with open(a.after) as f:
+        e = json.load(f)
+    secs = e["t"] - b["t"]
+    prompt = e["vllm:prompt_tokens_total"] - b["vllm:prompt_tokens_total"]
+    hits = e["vllm:prefix_cache_hits_total"] - b["vllm:prefix_cache_hits_total"]
+    computed = (prompt - hits) / secs
+    print(
+        f"over {secs:.1f} s: prompt tokens {prompt:.0f}, prefix-cache hits {hits:.0f}"
+        f" ({100 * hits / max(prompt, 1):.1f}%), computed {computed:,.0f} tokens/s"
+    )
+    a.tokens_per_s = computed
+    return cmd_mfu(a)
+
+
 def cmd_smi(a: argparse.Namespace) -> int:
     util, mem = [], []
     with open(a.file) as f:
@@ -287,6 +330,14 @@ def main() -> int:
     m.add_argument("--peak", type=float, default=800e12)
     g = sub.add_parser("smi")
     g.add_argument("file")
+    t = sub.add_parser("tokens")
+    t.add_argument("--health", required=True)
+    t.add_argument("--out", required=True)
+    c = sub.add_parser("computed")
+    c.add_argument("--before", required=True)
+    c.add_argument("--after", required=True)
+    c.add_argument("--config", required=True)
+    c.add_argument("--peak", type=float, default=989e12, help="dense bf16 FLOP/s of the card (H100/H200 SXM)")
     a = ap.parse_args()
     return {
         "wait": cmd_wait,
@@ -296,6 +347,8 @@ def main() -> int:
         "pyspy": cmd_pyspy,
         "mfu": cmd_mfu,
         "smi": cmd_smi,
+        "tokens": cmd_tokens,
+        "computed": cmd_computed,
     }[a.cmd](a)
 
 

@@ -1,4 +1,5 @@
-"""Operational routes: health (with the configuration the origin guide reports) and models."""
+"""Operational routes: health (with the configuration the origin guide reports), models, info (TEI's
+/info: models, version, limits and formats) and metrics."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from compat.errors import UnknownModelError
 from core import RerankPipeline
 from engine import EngineSnapshot, EngineState
+from engine.formats import FORMATS
 from gateway.deps import Runtime, RuntimeDep
 from gateway.metrics import render_metrics
+from gateway.openapi import DIALECT_BODIES
 from gateway.topology import ModelPlan
+from gateway.version import VERSION
 
 __all__ = ["router"]
 
@@ -133,8 +137,23 @@ def health_body(rt: Runtime, *, detailed: bool = True, model: str | None = None)
     return (200 if status == "ready" else 503), body
 
 
-@router.get("/health", operation_id="health")
-@router.get("/v1/health", operation_id="health_v1", include_in_schema=False)
+_HEALTH: dict[str, Any] = {
+    "tags": ["operations"],
+    "responses": {
+        200: {
+            "description": "Every model (or the one asked about) has a ready engine",
+            "content": {"application/json": {"example": {"status": "ready", "model": "all-MiniLM-L6-v2"}}},
+        },
+        503: {
+            "description": "Not ready (starting, restarting, failed; `degraded`: some models are); Retry-After: 5",
+            "content": {"application/json": {"example": {"status": "starting", "model": "all-MiniLM-L6-v2"}}},
+        },
+    },
+}
+
+
+@router.get("/health", operation_id="health", summary="Readiness (200 ready, 503 not)", **_HEALTH)
+@router.get("/v1/health", operation_id="health_v1", summary="Readiness (/v1 path)", **_HEALTH)
 async def health(request: Request, rt: RuntimeDep, model: str | None = None) -> Response:
     """200 when every model is ready, else 503 + Retry-After; `?model=NAME` asks about one model."""
     # Engine addresses, pids and paths are for operators: behind the key when the service has keys
@@ -145,8 +164,34 @@ async def health(request: Request, rt: RuntimeDep, model: str | None = None) -> 
     return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-@router.get("/v1/models", operation_id="list_models")
-@router.get("/models", operation_id="list_models_bare", include_in_schema=False)
+_MODELS: dict[str, Any] = {
+    "tags": ["operations"],
+    "responses": {
+        200: {
+            "description": "OpenAI's model list",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": "all-MiniLM-L6-v2",
+                                "object": "model",
+                                "created": 1700000000,
+                                "owned_by": "vllm-rerank",
+                                "root": "all-MiniLM-L6-v2",
+                            }
+                        ],
+                    }
+                }
+            },
+        }
+    },
+}
+
+
+@router.get("/v1/models", operation_id="list_models", summary="Served models and aliases", **_MODELS)
+@router.get("/models", operation_id="list_models_bare", summary="Served models and aliases (bare path)", **_MODELS)
 async def list_models(request: Request, rt: RuntimeDep) -> Response:
     """Every served model and alias; `root` is the model id or path it serves."""
     external = bool(rt.settings.engine_urls)
@@ -162,7 +207,86 @@ async def list_models(request: Request, rt: RuntimeDep) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
-@router.get("/metrics", operation_id="metrics")
+# path -> the dialects it takes (the wire models of gateway.openapi), for /info
+_ROUTES = {
+    "/v1/rerank": ("CohereV1RerankRequest", "VoyageRerankRequest"),
+    "/v2/rerank": ("CohereV2RerankRequest",),
+    "/rerank": ("TeiRerankRequest", "PineconeRerankRequest", "CohereV1RerankRequest"),
+    "/score": ("ScoreRequest",),
+    "/v1/score": ("ScoreRequest",),
+    "/v1/ranking": ("NimRankingRequest",),
+    "/v1/reranking": ("MixedbreadRerankRequest",),
+    "/infinity/rerank": ("InfinityRerankRequest",),
+}
+
+
+def info_body(rt: Runtime) -> dict[str, Any]:
+    """TEI's /info, for every served model: names, family, format and window; version; limits; the
+    request formats each path takes and the model formats the service can serve."""
+    plans = {p.name: p for p in rt.topology.models}
+    models = []
+    for pipeline in rt.router.pipelines:
+        engines = pipeline.engines.engines()
+        plan = plans.get(pipeline.served_name)
+        windows = [e.max_model_len for e in engines if e.max_model_len]
+        models.append(
+            {
+                "model_id": pipeline.served_name,
+                "aliases": list(pipeline.policy.aliases),
+                "family": engines[0].family.name if engines else (plan.family.name if plan else None),
+                "format": engines[0].format if engines else (plan.info.format.name if plan else None),
+                "max_input_length": windows[0] if windows else None,
+                "engines": len(engines),
+                "engines_ready": sum(1 for e in engines if e.ready),
+                "max_inflight_pairs_per_worker": pipeline.admission.limit,
+            }
+        )
+    settings = rt.settings
+    first = models[0] if models else {}
+    return {
+        "model_id": first.get("model_id"),
+        "model_type": {"reranker": {"family": first.get("family"), "format": first.get("format")}},
+        "max_input_length": first.get("max_input_length"),
+        "models": models,
+        "version": VERSION,
+        "device": rt.topology.device,
+        "max_client_batch_size": settings.max_documents,
+        "max_batch_tokens": settings.max_num_batched_tokens,
+        "max_num_seqs": settings.max_num_seqs,
+        "max_body_bytes": settings.max_body_bytes,
+        "request_timeout_s": settings.request_timeout,
+        "auto_truncate": True,
+        "strict_model_names": settings.strict_model_names,
+        "auth": rt.keys.enabled,
+        "routes": {path: [DIALECT_BODIES[w].name for w in wires] for path, wires in _ROUTES.items()},
+        "model_formats": sorted(FORMATS),
+    }
+
+
+@router.get(
+    "/info",
+    operation_id="info",
+    summary="Models, version, limits and formats (as TEI's /info)",
+    tags=["operations"],
+    responses={200: {"description": "What the service serves and its limits"}},
+)
+async def info(request: Request, rt: RuntimeDep) -> Response:
+    return Response(orjson.dumps(info_body(rt)), media_type="application/json")
+
+
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    summary="Prometheus metrics (the gateway's and the engines' own)",
+    response_class=PlainTextResponse,
+    tags=["operations"],
+    responses={
+        200: {
+            "description": "Prometheus text exposition format 0.0.4",
+            "content": {"text/plain": {"schema": {"type": "string"}, "example": "vllm_rerank_requests_total{...} 1\n"}},
+        }
+    },
+)
 async def metrics(request: Request, rt: RuntimeDep) -> Response:
     text = render_metrics(rt.registry.engines(), await rt.engine_metrics.get())
     return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")

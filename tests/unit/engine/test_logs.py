@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import pytest
 
-from engine import FAMILIES, EngineConfig, LaunchMode
 from engine.logs import EngineLogReader, shown
 from engine.process import EngineProcess
+from tests.support.script_engine import script_engine
 from tests.support.wait import wait_until
 
 # Lines as vLLM 0.32 writes them (from a real start of the bundled model), and what each is.
@@ -82,13 +81,7 @@ def test_engine_process_relogs_each_line_at_its_level(caplog: pytest.LogCaptureF
         "print('Traceback (most recent call last):')\n"
         "print('ValueError: boom', flush=True)\n"
     )
-    config = EngineConfig(
-        model="x",
-        served_model_name="x",
-        port=1,
-        family=FAMILIES["bi-encoder"],
-        launch=LaunchMode((sys.executable, "-c", script, "--"), False),
-    )
+    config = script_engine(script)
     proc = EngineProcess(config)
     with caplog.at_level(logging.DEBUG, logger="vllm_rerank.engine.log"):
         proc.start()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import pytest
 
-from engine import FAMILIES, EngineConfig, LaunchMode
 from engine.process import EngineProcess, classify_failure
+from tests.support.script_engine import script_engine
+from tests.support.wait import wait_until
 
 
 @pytest.mark.parametrize(
@@ -47,13 +47,7 @@ def test_stop_kills_the_whole_group_even_if_sigterm_is_ignored(tmp_path) -> None
         "print('started', flush=True)\n"
         "time.sleep(300)\n"
     )
-    config = EngineConfig(
-        model="x",
-        served_model_name="x",
-        port=1,
-        family=FAMILIES["bi-encoder"],
-        launch=LaunchMode((sys.executable, "-c", script, "--"), False),
-    )
+    config = script_engine(script)
     proc = EngineProcess(config)
     proc.start()
     for _ in range(100):
@@ -98,3 +92,40 @@ def test_an_engine_killed_by_a_signal_says_so_not_an_old_log_line() -> None:
     assert exit_cause(-15, ["RuntimeError: old start-up noise"]) == ("signal", "killed by SIGTERM")
     assert exit_cause(1, []) == ("exited", "exit code 1 with no output since it was ready")
     assert exit_cause(1, ["ValueError: boom"])[1] == "ValueError: boom"
+
+
+def test_a_killed_group_leaves_no_shared_memory_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """vLLM's message queues live in /dev/shm; a SIGKILLed EngineCore cannot unlink them, so the stop
+    does: every /dev/shm file the group mapped or held open, and nothing else."""
+    import _posixshmem  # type: ignore[import-not-found]  # CPython's own shm_open, no resource tracker
+
+    tag = f"vr-test-{os.getpid()}-{time.monotonic_ns()}"
+    namefile = tmp_path / "names"
+    script = (
+        "import _posixshmem, mmap, os, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"  # so that only the SIGKILL sweep ends it
+        "held = []\n"
+        "for kind in ('mapped', 'open'):\n"
+        f"    name = '/{tag}-' + kind\n"
+        "    fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_RDWR, 0o600)\n"
+        "    os.ftruncate(fd, 4096)\n"
+        "    held.append(mmap.mmap(fd, 4096) if kind == 'mapped' else fd)\n"
+        f"open({str(namefile)!r}, 'w').write('ok')\n"
+        "time.sleep(300)\n"
+    )
+    other = f"/{tag}-not-ours"
+    fd = _posixshmem.shm_open(other, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    config = script_engine(script)
+    proc = EngineProcess(config)
+    proc.start()
+    try:
+        wait_until(lambda: namefile.exists() and namefile.read_text() == "ok", 30, message="the child never started")
+        ours = {f"/dev/shm/{tag}-mapped", f"/dev/shm/{tag}-open"}
+        assert all(os.path.exists(p) for p in ours)
+        proc.stop(grace=0.2)
+        assert not any(os.path.exists(p) for p in ours)
+        assert os.path.exists(f"/dev/shm{other}")  # another process's segment is left alone
+    finally:
+        proc.stop(grace=0.2)
+        _posixshmem.shm_unlink(other)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.transport import ConnectFailed, ConnectionLost, HttpTransport, ReadTimeout, unix_url
+from engine.transport import CALL_HEADERS, ConnectFailed, ConnectionLost, HttpTransport, ReadTimeout, unix_url
 
 # What the server does with one request: (its raw head + body) -> bytes to write, or None to write
 # nothing; `close` after writing.
@@ -188,3 +188,23 @@ def test_a_cancelled_request_closes_its_connection() -> None:
 
     server = _run(lambda raw: next(answers), body)
     assert server.connections == 2
+
+
+def test_call_headers_of_the_context_go_on_the_wire() -> None:
+    """The gateway sets CALL_HEADERS (a W3C traceparent) around an engine call; a header that would
+    break the request head is left out."""
+
+    async def body(url: str, server: Server) -> None:
+        t = HttpTransport()
+        token = CALL_HEADERS.set({"traceparent": "00-abc-def-01", "x-bad": "a\r\nx-injected: 1"})
+        try:
+            assert await t.post(f"{url}/score", b"{}", timeout=5, connect_timeout=1) == (200, b"h")
+        finally:
+            CALL_HEADERS.reset(token)
+        assert await t.post(f"{url}/score", b"{}", timeout=5, connect_timeout=1) == (200, b"h")
+        await t.aclose()
+
+    server = _run(lambda raw: (_plain(b"h"), False), body)
+    assert b"\r\ntraceparent: 00-abc-def-01\r\n" in server.requests[0]
+    assert b"x-injected" not in server.requests[0] and b"x-bad" not in server.requests[0]
+    assert b"traceparent" not in server.requests[1]

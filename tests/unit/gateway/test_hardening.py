@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,6 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from compat.documents import document_texts
@@ -26,6 +24,7 @@ from engine.transport import CallableTransport, ReadTimeout
 from gateway.app import create_app
 from gateway.middleware import MAX_JSON_DEPTH, parse_body
 from gateway.settings import Settings
+from tests.support.inprocess import serve_app
 from tests.unit.engines import snapshot
 
 
@@ -123,18 +122,8 @@ def test_the_keep_alive_connection_survives_a_deep_body() -> None:
     app = create_app(
         Settings(), registry=EngineRegistry(static=[snapshot()]), engine_transport=CallableTransport(_engine)
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            time.sleep(0.02)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    with serve_app(app) as base:
+        conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=10)
         deep = _dumps({"query": "q", "documents": [{"text": _nested(DEEP)}]})
         ok = orjson.dumps({"query": "q", "documents": ["a", "b"]})
         for body, status in ((deep, 400), (ok, 200), (deep, 400), (ok, 200)):
@@ -144,10 +133,6 @@ def test_the_keep_alive_connection_survives_a_deep_body() -> None:
             assert resp.status == status
             assert resp.getheader("connection") != "close"
         conn.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 def test_a_60_deep_document_is_still_accepted(client: TestClient) -> None:
