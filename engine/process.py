@@ -129,6 +129,14 @@ def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
     return {path for path in found if not path.endswith(" (deleted)")}  # already unlinked: nothing to do
 
 
+def _shm_entries() -> frozenset[str]:
+    """The names directly in /dev/shm now (empty when it cannot be listed)."""
+    try:
+        return frozenset(os.listdir(_SHM))
+    except OSError:
+        return frozenset()
+
+
 class EngineProcess:
     """A running (or finished) `vllm serve` child for one `EngineConfig`."""
 
@@ -141,6 +149,7 @@ class EngineProcess:
         self._reader: threading.Thread | None = None
         self._log = EngineLogReader()
         self.started_at = 0.0
+        self._shm_before: frozenset[str] = frozenset()  # /dev/shm's entries when the group started
 
     @property
     def stage(self) -> str:
@@ -161,6 +170,7 @@ class EngineProcess:
         self.lines = 0
         self._log = EngineLogReader()
         self.started_at = time.monotonic()
+        self._shm_before = _shm_entries()  # these are not the group's to remove, whatever it maps
         self._proc = subprocess.Popen(
             argv,
             env=self.config.env(),
@@ -237,8 +247,12 @@ class EngineProcess:
         if not shm or group_shm_files(self._proc.pid if self._proc else -1):
             return
         removed = 0
+        # Only segments the group made: directly in /dev/shm (vLLM's psm_*, sem.*) and created after it
+        # started. A model, a Hugging Face cache or a runtime dir kept on /dev/shm is mapped or open too.
         for path in shm:
-            with contextlib.suppress(FileNotFoundError, PermissionError):
+            if os.path.dirname(path) != _SHM.rstrip("/") or os.path.basename(path) in self._shm_before:
+                continue
+            with contextlib.suppress(OSError):  # gone, another user's, a directory: left as it is
                 os.unlink(path)
                 removed += 1
         if removed:

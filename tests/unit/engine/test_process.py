@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -129,3 +130,44 @@ def test_a_killed_group_leaves_no_shared_memory_behind(tmp_path) -> None:  # typ
     finally:
         proc.stop(grace=0.2)
         _posixshmem.shm_unlink(other)
+
+
+def test_the_stop_removes_no_file_the_group_only_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A model, a Hugging Face cache or a runtime dir kept on /dev/shm is mapped or open by the engine
+    too: a file that was there before the engine started, or one in a folder under /dev/shm, is not
+    one of its leftover segments and survives the stop."""
+    tag = f"vr-test-{os.getpid()}-{time.monotonic_ns()}"
+    model = f"/dev/shm/{tag}-model.gguf"  # there before the engine: a model file the engine maps
+    folder = f"/dev/shm/{tag}-hf"
+    cached = f"{folder}/model.safetensors"  # made by the engine, in a cache folder on /dev/shm
+    segment = f"/dev/shm/{tag}-segment"  # made by the engine, directly in /dev/shm: its own
+    with open(model, "wb") as f:
+        f.write(b"\0" * 4096)
+    namefile = tmp_path / "names"
+    script = (
+        "import mmap, os, signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "held = []\n"
+        f"os.makedirs({folder!r}, exist_ok=True)\n"
+        f"for path in ({model!r}, {cached!r}, {segment!r}):\n"
+        "    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)\n"
+        "    os.ftruncate(fd, 4096)\n"
+        "    held.append(mmap.mmap(fd, 4096))\n"
+        f"open({str(namefile)!r}, 'w').write('ok')\n"
+        "time.sleep(300)\n"
+    )
+    proc = EngineProcess(script_engine(script))
+    proc.start()
+    try:
+        wait_until(lambda: namefile.exists() and namefile.read_text() == "ok", 30, message="the child never started")
+        proc.stop(grace=0.2)
+        assert os.path.exists(model)
+        assert os.path.exists(cached)
+        assert not os.path.exists(segment)
+    finally:
+        proc.stop(grace=0.2)
+        for path in (model, cached, segment):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
