@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import ClassVar, Protocol
@@ -240,6 +241,10 @@ def _unsafe(name: str, value: str) -> bool:
     return any(c in name or c in value for c in "\r\n")
 
 
+# A pool of connections: (Unix socket path or None, host, port, TLS).
+_Key = tuple[str | None, str, int, bool]
+
+
 class HttpTransport:
     """A pooled keep-alive HTTP/1.1 client for the engines (TCP or Unix socket): a request is one
     write of a pre-built head and the body, its answer parsed by httptools (C), and no per-request
@@ -254,32 +259,39 @@ class HttpTransport:
     def __init__(self, *, max_connections: int = 512, keepalive_s: float = 3.0) -> None:
         self._keepalive_s = keepalive_s
         self._slots = asyncio.Semaphore(max_connections)
-        self._idle: dict[tuple[str | None, str, int], list[_Connection]] = {}
-        self._targets: dict[str, tuple[tuple[str | None, str, int], bytes]] = {}
+        self._idle: dict[_Key, list[_Connection]] = {}
+        self._targets: dict[str, tuple[_Key, bytes]] = {}
         self._open: set[_Connection] = set()
+        self._tls: ssl.SSLContext | None = None  # for https engines (--engine-url), made on first use
 
-    def _target(self, url: str) -> tuple[tuple[str | None, str, int], bytes]:
-        """(pool key: socket path, host, port; the request line's target and host header), cached per URL."""
+    def _target(self, url: str) -> tuple[_Key, bytes]:
+        """(pool key: socket path, host, port, TLS; the request line's target and host header), cached per URL."""
         hit = self._targets.get(url)
         if hit is None:
             socket_path, http_url = unix_socket_of(url)
             parts = urlsplit(http_url)
+            tls = socket_path is None and parts.scheme == "https"
             host = parts.hostname or "localhost"
-            port = parts.port or 80
+            port = parts.port or (443 if tls else 80)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            netloc = host if socket_path or parts.port is None else f"{host}:{port}"
-            hit = self._targets[url] = ((socket_path, host, port), f"{target} HTTP/1.1\r\nhost: {netloc}".encode())
+            name = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in the host header
+            netloc = name if socket_path or parts.port is None else f"{name}:{port}"
+            hit = self._targets[url] = ((socket_path, host, port, tls), f"{target} HTTP/1.1\r\nhost: {netloc}".encode())
             if len(self._targets) > 1024:  # engine URLs are few; never grow without bound
                 self._targets.clear()
         return hit
 
-    async def _connect(self, key: tuple[str | None, str, int], timeout: float) -> _Connection:
+    async def _connect(self, key: _Key, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
-        socket_path, host, port = key
+        socket_path, host, port, tls = key
         try:
             async with asyncio.timeout(timeout):
                 if socket_path is not None:
                     _, conn = await loop.create_unix_connection(_Connection, socket_path)
+                elif tls:
+                    if self._tls is None:
+                        self._tls = ssl.create_default_context()
+                    _, conn = await loop.create_connection(_Connection, host, port, ssl=self._tls)
                 else:
                     _, conn = await loop.create_connection(_Connection, host, port)
         except TimeoutError as exc:
@@ -288,7 +300,7 @@ class HttpTransport:
             raise ConnectFailed(f"cannot connect to {socket_path or f'{host}:{port}'}: {exc}") from exc
         return conn
 
-    def _checkout(self, key: tuple[str | None, str, int]) -> _Connection | None:
+    def _checkout(self, key: _Key) -> _Connection | None:
         idle = self._idle.get(key)
         now = time.monotonic()
         while idle:

@@ -208,3 +208,47 @@ def test_call_headers_of_the_context_go_on_the_wire() -> None:
     assert b"\r\ntraceparent: 00-abc-def-01\r\n" in server.requests[0]
     assert b"x-injected" not in server.requests[0] and b"x-bad" not in server.requests[0]
     assert b"traceparent" not in server.requests[1]
+
+
+def test_an_https_engine_is_spoken_to_over_tls() -> None:
+    """--engine-url https://...: the connection starts with a TLS handshake (a ClientHello, record type
+    0x16), never a plain-text request on the TLS port; a failed handshake is ConnectFailed."""
+    first: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first.append(await reader.read(5))
+        writer.close()
+
+    async def main() -> None:
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with srv:
+            port = srv.sockets[0].getsockname()[1]
+            t = HttpTransport()
+            with pytest.raises(ConnectFailed):
+                await t.post(f"https://127.0.0.1:{port}/score", b"{}", timeout=5, connect_timeout=2)
+            await t.aclose()
+
+    asyncio.run(main())
+    assert first and first[0][:1] == b"\x16", first
+
+
+def test_an_ipv6_engine_gets_a_bracketed_host_header() -> None:
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    server = Server(lambda raw: (_plain(b"{}"), False))
+
+    async def main() -> None:
+        try:
+            srv = await asyncio.start_server(server.handle, "::1", 0)
+        except OSError:
+            pytest.skip("no IPv6 loopback")
+        async with srv:
+            port = srv.sockets[0].getsockname()[1]
+            t = HttpTransport()
+            assert await t.post(f"http://[::1]:{port}/score", b"{}", timeout=5, connect_timeout=1) == (200, b"{}")
+            await t.aclose()
+            assert f"\r\nhost: [::1]:{port}\r\n".encode() in server.requests[0]
+
+    asyncio.run(main())
