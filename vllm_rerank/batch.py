@@ -15,8 +15,9 @@ are read ahead of the last line written, each one request in flight or waiting f
 
 Bad lines (not JSON, a missing or mistyped field, or one the service answers 4xx, whose message
 is kept) are reported on stderr, in --errors FILE when given, and as an error line in the output;
-the run goes on. Anything that may pass (the service gone, 5xx after retries) stops the run with
-the output a valid prefix: run the same command again to go on.
+the run goes on. Anything that may pass (the service gone, 5xx after retries) or that every line
+would get (401/403/404: the key, the URL, the model name) stops the run with the output a valid
+prefix: run the same command again to go on.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from engine.process import die_with_parent
 __all__ = ["BatchLine", "ResumePoint", "main", "resume_point"]
 
 RETRYABLE = frozenset({429, 502, 503, 504})
+# Answers about the run, not the line (the key, the URL, the model name): every line would get the same.
+RUN_WIDE = frozenset({401, 403, 404})
 
 # One line in the window: (line number, its id, its pairs, the request or why the line is bad).
 _Entry = tuple[int, object, int, "asyncio.Task[list[dict[str, Any]]] | LineError"]
@@ -274,7 +277,7 @@ class _Run:
                 delay = min(delay * 2, 10.0)
                 continue
             message = _error_message(r)
-            if 400 <= r.status_code < 500 and r.status_code not in RETRYABLE:
+            if 400 <= r.status_code < 500 and r.status_code not in RETRYABLE | RUN_WIDE:
                 raise LineError(f"rejected by the service ({r.status_code}): {message}")
             raise BatchAbort(f"the service answered {r.status_code}: {message}")
         raise AssertionError("unreachable")

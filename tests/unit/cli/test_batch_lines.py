@@ -60,3 +60,29 @@ def test_a_torn_last_line_is_cut_off(tmp_path: Path, tail: bytes) -> None:
     point = resume_point(out)
     assert (point.lines, point.torn_bytes) == (3, len(tail))
     assert out.read_bytes() == _lines(3)
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_wrong_key_url_or_model_stops_the_run_instead_of_failing_every_line(status: int) -> None:
+    """A bad key (--service-url with a wrong RERANK_BATCH_API_KEY) or an unknown --rerank-model is the same
+    answer for every line: the run stops with the output a valid prefix, rather than writing an error line
+    for each input line (which a resumed run would take as done)."""
+    import argparse
+    import asyncio
+    import io
+
+    import httpx
+
+    from vllm_rerank.batch import BatchAbort, _Run
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"message": "invalid api token"})
+
+    run = _Run(argparse.Namespace(retries=0), url="http://svc", key="wrong", out=io.BytesIO(), errors=None)
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url="http://svc", transport=httpx.MockTransport(answer)) as client:
+            await run.rerank(client, BatchLine(query="q", documents=["a"]), "m")
+
+    with pytest.raises(BatchAbort, match=str(status)):
+        asyncio.run(main())
