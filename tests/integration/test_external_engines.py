@@ -68,9 +68,14 @@ def test_kill_one_external_engine_mid_traffic(bundled_model_path: str) -> None:
             _wait(p, e)
         args = [a for p in ports for a in ("--engine-url", f"http://127.0.0.1:{p}")]
         with ServiceProcess(args, name="external") as svc:
-            health = svc.health()[1]
-            assert [e["state"] for e in health["engines"]] == ["ready", "ready"]
-            assert health["model"] == "minilm"
+            # /health turns 200 once one engine serves; the other may still be waiting for its first check
+            wait_until(
+                lambda: [e["state"] for e in svc.health()[1]["engines"]] == ["ready", "ready"],
+                60,
+                0.2,
+                message=lambda: f"both engines never ready: {svc.health()[1]['engines']}",
+            )
+            assert svc.health()[1]["model"] == "minilm"
             body = {"query": "cats", "documents": ["a cat sat", "stocks fell", "dogs bark"]}
             statuses: list[int] = []
             stop = threading.Event()
