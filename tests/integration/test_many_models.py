@@ -136,8 +136,9 @@ def test_one_model_killed_under_load_leaves_the_other_serving(two_models: Servic
 
 def test_the_killed_model_recovers(two_models: ServiceProcess) -> None:
     """The killed model's engine comes back by itself (measured on this 2-core box under a load of 18:
-    120-311 s from the kill to ready, most of it importing vLLM), and the killed group's shared memory
-    was removed (tests/unit/engine/test_process.py checks the files themselves)."""
+    120-311 s from the kill to ready, most of it importing vLLM). Whether the killed group's shared memory
+    is still there to remove at the stop depends on how fast its EngineCore exits by itself, so that is
+    checked in tests/unit/engine/test_process.py, not here."""
     wait_until(
         lambda: httpx.get(f"{two_models.url}/health", params={"model": "ce"}).status_code == 200,
         480,
@@ -146,7 +147,6 @@ def test_the_killed_model_recovers(two_models: ServiceProcess) -> None:
     )
     status, body = two_models.health()
     assert status == 200 and next(e for e in body["engines"] if e["model"] == "ce")["restarts"] == 1
-    assert "engine_cleanup name=ce-engine0 shm_files_removed=" in two_models.log_path.read_text()
 
 
 def test_a_bad_models_file_exits_2_with_one_line(tmp_path: Path) -> None:
