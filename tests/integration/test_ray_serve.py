@@ -366,8 +366,9 @@ def test_autoscaling_from_one_to_two_replicas_under_load(deployed: Deployed) -> 
     )
     assert len(busy) == 2 and all(v > 1.0 for v in busy.values()), f"both engines must work: {busy}"
     # Each node has a core of its own (_pinned), so the second replica brings a second core: 1.69x on an
-    # idle box, 1.34x beside a benchmark, 2.67x and 18.7x with two busy loops beside it (the lone replica's core shared with them and
-    # the proxy). Unpinned, the two nodes' engines fought over both cores: 1.78x, 1.27x and 0.86x.
+    # idle box, 1.34x beside a benchmark, 2.67x and 18.7x with two busy loops beside it (the lone
+    # replica's core shared with them and the proxy). Unpinned, the two nodes' engines fought over both
+    # cores: 1.78x, 1.27x and 0.86x.
     assert two > 1.2 * one, f"2 replicas {two:.1f} pairs/s, 1 replica {one:.1f}: scaling did not raise throughput"
 
 

@@ -1,7 +1,7 @@
 """deploy/ray/config.yaml against Ray's own schema and the service (offline; no cluster).
 
 The config validates with ray.serve.schema.ServeDeploySchema; its import path names the builder in
-deploy/ray/serve_app.py; its flags parse into the service's Settings; the deployment autoscales on
+vllm_rerank/ray_serve.py; its flags parse into the service's Settings; the deployment autoscales on
 ongoing requests, checks health often enough to leave a dead engine out of routing within seconds,
 and gives a stopping replica the time the service's own stop takes (the drain, then the engine's grace).
 """
@@ -20,7 +20,7 @@ from tests.unit.test_deploy import stop_budget
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "ray" / "config.yaml"
-APP = ROOT / "deploy" / "ray" / "serve_app.py"
+APP = ROOT / "vllm_rerank" / "ray_serve.py"
 
 
 def config() -> dict[str, Any]:
@@ -79,7 +79,7 @@ def test_health_and_shutdown_follow_the_services_rules() -> None:
 
 
 def test_replica_settings_one_engine_per_replica_unless_asked() -> None:
-    serve_app = pytest.importorskip("deploy.ray.serve_app", reason="`pip install -e '.[ray]'`")
+    serve_app = pytest.importorskip("vllm_rerank.ray_serve", reason="`pip install -e '.[ray]'`")
     assert serve_app.replica_settings([], {}).engine_replicas == 1
     assert serve_app.replica_settings(["--engine-replicas", "2"], {}).engine_replicas == 2
     assert serve_app.replica_settings(["--workers", "4"], {}).workers == 1

@@ -80,7 +80,7 @@ def replica_settings(flags: Sequence[str], environ: Mapping[str, str]) -> Settin
 class RerankReplica:
     """One Serve replica: its engines, supervised, and the service's app over them."""
 
-    async def __init__(self, flags: Sequence[str] = ()) -> None:
+    async def __init__(self, flags: Sequence[str] = ()) -> None:  # type: ignore[misc]  # Serve awaits it
         self.settings = replica_settings(flags, os.environ)
         topology = plan_topology(self.settings)
         self.engines: ServiceEngines = plan_engines(self.settings, topology, ports=[])
@@ -126,7 +126,7 @@ class RerankReplica:
 
 
 def app_builder(args: dict[str, Any]) -> Application:
-    """`import_path: deploy.ray.serve_app:app_builder`. args: `flags` (list of strings), the standalone
+    """`import_path: vllm_rerank.ray_serve:app_builder`. args: `flags` (list of strings), the standalone
     service's command line. A bad flag or model fails the deploy here, before any replica starts."""
     flags = [str(f) for f in args.get("flags") or ()]
     settings = replica_settings(flags, os.environ)
@@ -135,4 +135,6 @@ def app_builder(args: dict[str, Any]) -> Application:
     options: dict[str, Any] = {"num_cpus": 1}
     if gpus:
         options["num_gpus"] = gpus
-    return RerankReplica.options(ray_actor_options=options).bind(flags)
+    deployment: Any = RerankReplica  # a serve.Deployment once decorated (Ray's decorator is untyped)
+    app: Application = deployment.options(ray_actor_options=options).bind(flags)
+    return app
