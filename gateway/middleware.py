@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from compat.detect import VENDOR_PATHS, dialect_of
 from compat.errors import CompatError
 from gateway.errors import BodyTooLargeError, RenderedError, UnauthorizedError, render_error
-from gateway.metrics import METRICS, RequestStats
+from gateway.metrics import METRICS, RequestStats, count_request
 from gateway.tracing import Tracing
 
 __all__ = [
@@ -405,8 +405,7 @@ class GatewayMiddleware:
         state = scope.get("state", {})
         dialect = str(state.get("dialect"))
         label = dialect if route in JSON_PATHS else ""  # health, metrics, models...: no dialect
-        METRICS.requests.labels(route, label, str(status), stats.model_name).inc()
-        METRICS.latency.labels(route, label, str(status), stats.model_name).observe(elapsed)
+        count_request(route, label, str(status), stats.model_name, elapsed)
         if status in (429, 503):
             METRICS.rejected.labels(str(status), "engine_unavailable" if status == 503 else "overloaded").inc()
         if stats.documents_n is not None:
