@@ -142,6 +142,9 @@ def create_app(settings: Settings, *, registry: EngineRegistry, engine_transport
         protect_ops=settings.protect_ops,
         max_body_bytes=settings.max_body_bytes,
         tracing=tracing,
+        # the rerank and score paths are answered by the middleware itself (the routes share the answers)
+        answers={**rerank.ANSWERS, **vendors.ANSWERS},
+        runtime=lambda: app.state.runtime,
     )
     if settings.cors_allow_origins:
         # Outside the gateway middleware: a preflight (no key, no body) is answered here, and every answer,

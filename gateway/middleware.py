@@ -10,9 +10,15 @@ Limits applied here, before any route (and so before any engine work) runs:
   REQUEST_ID_PATTERN; otherwise the request gets a new uuid4 hex id (the client's is dropped).
 
 Pure ASGI (not BaseHTTPMiddleware) so it can buffer the body once with a size limit and then
-watch the connection: when the client goes away, the handler task (and with it the engine
-call) is cancelled. Routes read `request.state.json` (the parsed body), `request.state.dialect`
+watch the connection: when the client goes away, the handler (and with it the engine call) is
+cancelled. Routes read `request.state.json` (the parsed body), `request.state.dialect`
 and `request.state.stats` (the pipeline's observer); every error is rendered by gateway.errors.
+
+The fast path: a POST to a path of `answers` (the rerank and score paths, gateway/routes) is
+answered here, by calling that path's answer in this task, without the app below: no routing,
+dependency solving, exit stacks or exception middleware per request, and no second task (the
+connection is watched by a small task that cancels this one if the client goes away). The
+routes call the same answers, so both give the same bytes (tests/unit/gateway/test_fast_path.py).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +39,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from compat.detect import VENDOR_PATHS, dialect_of
 from compat.errors import CompatError
-from gateway.errors import BodyTooLargeError, UnauthorizedError, render_error
-from gateway.metrics import METRICS, RequestStats
+from gateway.errors import BodyTooLargeError, RenderedError, UnauthorizedError, render_error
+from gateway.metrics import METRICS, RequestStats, count_request
 from gateway.tracing import Tracing
 
 __all__ = [
@@ -41,6 +48,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "OPS_PATHS",
     "REQUEST_ID_PATTERN",
+    "FastAnswer",
     "GatewayMiddleware",
     "KeyStore",
     "check_depth",
@@ -153,15 +161,38 @@ class KeyStore:
         return ok
 
 
+# A path's answer (gateway.routes.rerank.Answer): (the runtime, the request's state) -> the 200's JSON body.
+FastAnswer = Callable[[Any, dict[str, Any]], Awaitable[bytes]]
+_JSON_200 = b"application/json"
+
+
+def error_headers(err: RenderedError) -> list[tuple[bytes, bytes]]:
+    """The headers of an error answer as a route's exception handler sends them (starlette's
+    `Response(headers=dict(err.headers), media_type="application/json")`)."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in dict(err.headers).items()]
+    return [*headers, (b"content-length", str(len(err.body)).encode()), (b"content-type", _JSON_200)]
+
+
 class GatewayMiddleware:
     def __init__(
-        self, app: ASGIApp, *, keys: KeyStore, protect_ops: bool, max_body_bytes: int, tracing: Tracing | None = None
+        self,
+        app: ASGIApp,
+        *,
+        keys: KeyStore,
+        protect_ops: bool,
+        max_body_bytes: int,
+        tracing: Tracing | None = None,
+        answers: Mapping[str, FastAnswer] | None = None,
+        runtime: Callable[[], Any] | None = None,
     ) -> None:
         self.app = app
         self.keys = keys
         self.protect_ops = protect_ops
         self.max_body_bytes = max_body_bytes
         self.tracing = tracing  # None: tracing off, nothing traced
+        # POST paths answered here (module docstring); `runtime()` is what their answers get
+        self.answers: Mapping[str, FastAnswer] = answers if answers is not None and runtime is not None else {}
+        self.runtime: Callable[[], Any] = runtime or (lambda: None)
 
     async def _reply(self, send: Send, scope: Scope, exc: Exception) -> int:
         state = scope["state"]
@@ -264,7 +295,53 @@ class GatewayMiddleware:
                 return await self._reply(send, scope, UnauthorizedError(message))
         if body_error is not None:
             return await self._reply(send, scope, body_error)
+        answer = self.answers.get(path) if scope["method"] == "POST" else None
+        if answer is not None:
+            return await self._answer(scope, receive, send, answer)
         return await self._run(scope, receive, send, body, state["request_id"])
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, answer: FastAnswer) -> int:
+        """The fast path: the answer runs in this task; a small task watches the connection and
+        cancels this one when the client goes away (499, nothing sent). Returns the status sent."""
+        state = scope["state"]
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            try:
+                body = await answer(self.runtime(), state)
+            except asyncio.CancelledError:
+                if not gone:
+                    raise
+                task.uncancel()
+                METRICS.disconnects.inc()
+                return 499
+            except Exception as exc:
+                err = render_error(exc, dialect=state["dialect"], request_id=state["request_id"])
+                state["error"] = err.message
+                status, body, headers = err.status, err.body, error_headers(err)
+            else:
+                status, headers = 200, [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_200)]
+        finally:
+            watcher.cancel()
+        if gone:  # the answer came, but the client went away while it was being made (its cancel is undone)
+            task.uncancel()
+            METRICS.disconnects.inc()
+            return 499
+        headers.append((b"x-request-id", state["request_id"].encode()))
+        headers += state["stats"].timing_headers(time.perf_counter())
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
 
     async def _run(self, scope: Scope, receive: Receive, send: Send, body: bytes, rid: str) -> int:
         delivered = False
@@ -328,8 +405,7 @@ class GatewayMiddleware:
         state = scope.get("state", {})
         dialect = str(state.get("dialect"))
         label = dialect if route in JSON_PATHS else ""  # health, metrics, models...: no dialect
-        METRICS.requests.labels(route, label, str(status), stats.model_name).inc()
-        METRICS.latency.labels(route, label, str(status), stats.model_name).observe(elapsed)
+        count_request(route, label, str(status), stats.model_name, elapsed)
         if status in (429, 503):
             METRICS.rejected.labels(str(status), "engine_unavailable" if status == 503 else "overloaded").inc()
         if stats.documents_n is not None:

@@ -15,6 +15,9 @@ refused and can hold every file descriptor. `GatewayHttpProtocol` adds, per conn
   the oldest one that has no request in progress (nginx's reuse of idle connections), so a flood
   of silent sockets cannot lock real clients out; when every connection has a request in
   progress the new one is answered 503 + Retry-After and closed;
+- one write per response (`_OneWrite`): uvicorn writes a response head as soon as it is sent and
+  its body apart; uvloop sends each write at once, so that was two syscalls (and two TCP segments)
+  per answer. The head is now held until the body's first write and both go out together;
 - a drain that drops nothing (`shutdown`, called by uvicorn for each connection once SIGTERM has
   closed the listener): an idle keep-alive connection is kept `drain_idle_grace` s (1 s) for a
   request that is already on its way, which is answered with `Connection: close`; a request in
@@ -144,6 +147,50 @@ def _error(status: int, reason: str, message: str, *, path: str = "", retry_afte
     return _plain_response(status, reason, body, extra)
 
 
+# Bodies up to this size are joined to their head (one copy, one write); larger ones go out with it
+# in one writev (transport.writelines), not copied.
+_JOIN_BELOW = 64 * 1024
+
+
+class _OneWrite:
+    """A request cycle's transport: the response head is held until the body's first write, and
+    both go out in one write (module docstring). Every other use passes through."""
+
+    __slots__ = ("_cycle", "_head", "_headed", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._headed = False  # the head has been written (or is held)
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if len(data) < _JOIN_BELOW:
+                self._transport.write(head + data)
+            else:
+                self._transport.writelines((head, data))
+            return
+        cycle = self._cycle
+        if not self._headed and cycle.response_started:  # the head (100 Continue comes before it)
+            self._headed = True
+            if cycle.scope["method"] != "HEAD":  # a HEAD answer has no body write to wait for
+                self._head = data
+                return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:  # an app that stopped after its head: the head goes out, as before
+            head, self._head = self._head, None
+            self._transport.write(head)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 # Per server (one per worker): connections with no request in progress, oldest first.
 _IDLE: weakref.WeakKeyDictionary[ServerState, dict[GatewayHttpProtocol, None]] = weakref.WeakKeyDictionary()
 
@@ -256,6 +303,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.scope is not self.scope:
             return  # an upgrade: not ours to time
+        cycle.transport = _OneWrite(self.transport, cycle)  # type: ignore[assignment]
         if self._draining:
             cycle.keep_alive = False
         if self._body_timer is not None:

@@ -1,5 +1,5 @@
 """Vendor dialects on their own paths: parse (compat) → score (core pipeline) → render (compat),
-through routes/rerank.py's `_rerank`, as every rerank route.
+through routes/rerank.py's `_rerank`, as every rerank route; `ANSWERS` as routes/rerank.py's.
 
 | path | dialect |
 | /v1/ranking | NVIDIA NIM (compat.nim) |
@@ -15,13 +15,30 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from compat import infinity, mixedbread, nim
-from gateway.deps import RuntimeDep
+from gateway.deps import Runtime, RuntimeDep
 from gateway.openapi import documented
-from gateway.routes.rerank import _rerank
+from gateway.routes.rerank import Answer, State, _rerank, answered
 
-__all__ = ["router"]
+__all__ = ["ANSWERS", "router"]
 
 router = APIRouter()
+
+
+async def _nim(rt: Runtime, state: State) -> bytes:
+    return await _rerank(rt, state, nim.NimRankingRequest, nim.parse_nim, nim.render_nim)
+
+
+async def _mixedbread(rt: Runtime, state: State) -> bytes:
+    return await _rerank(
+        rt, state, mixedbread.MixedbreadRerankRequest, mixedbread.parse_mixedbread, mixedbread.render_mixedbread
+    )
+
+
+async def _infinity(rt: Runtime, state: State) -> bytes:
+    return await _rerank(rt, state, infinity.InfinityRerankRequest, infinity.parse_infinity, infinity.render_infinity)
+
+
+ANSWERS: dict[str, Answer] = {"/v1/ranking": _nim, "/v1/reranking": _mixedbread, "/infinity/rerank": _infinity}
 
 
 @router.post(
@@ -31,7 +48,7 @@ router = APIRouter()
     **documented(nim.NimRankingRequest),
 )
 async def ranking_nim(request: Request, rt: RuntimeDep) -> Response:
-    return await _rerank(request, rt, nim.NimRankingRequest, nim.parse_nim, nim.render_nim)
+    return answered(await _nim(rt, request.scope["state"]))
 
 
 @router.post(
@@ -41,9 +58,7 @@ async def ranking_nim(request: Request, rt: RuntimeDep) -> Response:
     **documented(mixedbread.MixedbreadRerankRequest),
 )
 async def reranking_mixedbread(request: Request, rt: RuntimeDep) -> Response:
-    return await _rerank(
-        request, rt, mixedbread.MixedbreadRerankRequest, mixedbread.parse_mixedbread, mixedbread.render_mixedbread
-    )
+    return answered(await _mixedbread(rt, request.scope["state"]))
 
 
 @router.post(
@@ -53,4 +68,4 @@ async def reranking_mixedbread(request: Request, rt: RuntimeDep) -> Response:
     **documented(infinity.InfinityRerankRequest),
 )
 async def rerank_infinity(request: Request, rt: RuntimeDep) -> Response:
-    return await _rerank(request, rt, infinity.InfinityRerankRequest, infinity.parse_infinity, infinity.render_infinity)
+    return answered(await _infinity(rt, request.scope["state"]))

@@ -160,3 +160,45 @@ def test_score_still_sends_texts_to_score() -> None:
         },
     )
     assert len(script.posts) == 2
+
+
+def _scored(pairs: list[tuple[Any, Any]], usage: Any = None) -> Reply:
+    body: dict[str, Any] = {"id": "score-1", "object": "list", "data": [{"index": i, "score": s} for i, s in pairs]}
+    if usage is not None:
+        body["usage"] = usage
+    return 200, orjson.dumps(body)
+
+
+def _score(reply: Reply, n: int) -> Any:
+    client = EngineClient(_registry(), transport=CallableTransport(Script(lambda url, body: reply)))
+    return asyncio.run(client.score(query="q", documents=["d"] * n, deadline=time.monotonic() + 10))
+
+
+@pytest.mark.parametrize(
+    ("reply", "scores", "tokens"),
+    [
+        (_scored([(0, 0.5), (1, 1)], {"prompt_tokens": 9, "total_tokens": 9}), [0.5, 1.0], 9),  # an int score
+        (_scored([(1, 0.25), (0, 0.75)], {"prompt_tokens": None}), [0.75, 0.25], 0),  # out of order
+        (_scored([(0, 0.5), (1, 0.5)]), [0.5, 0.5], 0),  # no usage
+    ],
+)
+def test_score_answers_are_read_typed_and_in_input_order(reply: Reply, scores: list[float], tokens: int) -> None:
+    batch = _score(reply, len(scores))
+    assert batch.scores == scores and batch.prompt_tokens == tokens
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        _scored([(0, "0.5")]),  # a score that is not a number
+        _scored([(0, None)]),
+        (200, orjson.dumps({"data": [{"index": 0}]})),  # no score
+        (200, orjson.dumps({"data": {"index": 0, "score": 0.5}})),  # not a list
+        _scored([(3, 0.5)]),  # an index out of range
+        _scored([(0, 0.5), (1, 0.5)]),  # more scores than documents
+        (200, b"<html>"),
+    ],
+)
+def test_unreadable_score_answers_are_protocol_errors(reply: Reply) -> None:
+    with pytest.raises(EngineProtocolError):
+        _score(reply, 1)

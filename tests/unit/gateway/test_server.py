@@ -475,3 +475,76 @@ def test_the_engine_metrics_are_fetched_again_after_the_interval_and_once_for_co
         assert await cache.get() == [("engine0", "x 2\n")] and calls == 2
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------------------------- one write
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def writelines(self, parts: Any) -> None:
+        self.writes.append(b"".join(parts))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class _Cycle:
+    def __init__(self, method: str = "POST") -> None:
+        self.scope = {"method": method}
+        self.response_started = False
+
+
+@pytest.mark.parametrize("size", [10, 200_000])
+def test_a_response_head_and_body_go_out_in_one_write(size: int) -> None:
+    from gateway.server import _OneWrite
+
+    transport, cycle = _Transport(), _Cycle()
+    one = _OneWrite(transport, cycle)  # type: ignore[arg-type]
+    one.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response: at once
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    cycle.response_started = True
+    one.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert len(transport.writes) == 1  # held
+    one.write(b"x" * size)
+    assert transport.writes[1:] == [b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * size]
+    one.write(b"more")  # a later part of a streamed body: at once
+    assert transport.writes[-1] == b"more" and not one.is_closing()
+
+
+def test_a_head_answer_and_a_head_without_a_body_still_go_out() -> None:
+    from gateway.server import _OneWrite
+
+    transport, cycle = _Transport(), _Cycle("HEAD")
+    cycle.response_started = True
+    _OneWrite(transport, cycle).write(b"HTTP/1.1 200 OK\r\n\r\n")  # type: ignore[arg-type]
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n"]  # no body write follows a HEAD answer
+    transport, cycle = _Transport(), _Cycle()
+    one = _OneWrite(transport, cycle)  # type: ignore[arg-type]
+    cycle.response_started = True
+    one.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    one.close()  # the app stopped after its head: the head, then the close
+    assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n"] and transport.closed
+
+
+def test_answers_with_the_head_held_come_whole_on_a_keep_alive_connection() -> None:
+    with serving() as running, running.connect() as s:
+        for body in (b"a", b"b" * 100_000):
+            s.sendall(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            response = read_response(s)
+            assert status_of(response) == 200 and response.endswith(b"\r\n\r\n" + body)
+        s.sendall(b"HEAD / HTTP/1.1\r\nhost: t\r\n\r\n")
+        s.settimeout(5)
+        head = s.recv(65536)
+        assert status_of(head) == 200 and head.endswith(b"\r\n\r\n")
+        s.sendall(b"POST / HTTP/1.1\r\nhost: t\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(b"ok")
+        assert read_response(s).endswith(b"\r\n\r\nok")
