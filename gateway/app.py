@@ -27,9 +27,10 @@ from gateway import openapi
 from gateway.deps import Runtime
 from gateway.docs import mount_docs
 from gateway.errors import register_error_handlers
+from gateway.keys import KeyStore
 from gateway.logformat import configure_logging
 from gateway.metrics import METRICS, TIMING_HEADERS, EngineMetricsCache
-from gateway.middleware import GatewayMiddleware, KeyStore
+from gateway.middleware import GatewayMiddleware
 from gateway.routes import ops, rerank, vendors
 from gateway.settings import SETTINGS_ENV, Settings
 from gateway.topology import ModelPlan, Topology, plan_topology

@@ -9,8 +9,8 @@ from fastapi import Depends, Request
 
 from core import ModelRouter, RerankPipeline
 from engine import EngineClient, EngineRegistry
+from gateway.keys import KeyStore
 from gateway.metrics import EngineMetricsCache
-from gateway.middleware import KeyStore
 from gateway.settings import Settings
 from gateway.topology import Topology
 

@@ -1,5 +1,5 @@
 """ASGI middleware: request id, body (read once, size-limited, parsed once), the dialect (decided
-once), auth, cancel on disconnect, one log line, metrics.
+once), auth (the keys: gateway.keys), cancel on disconnect, one log line, metrics.
 
 Limits applied here, before any route (and so before any engine work) runs:
 - the body: at most --max-body-bytes (413), JSON (orjson refuses more than 1024 levels), an
@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -40,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from compat.detect import VENDOR_PATHS, dialect_of
 from compat.errors import CompatError
 from gateway.errors import BodyTooLargeError, RenderedError, UnauthorizedError, render_error
+from gateway.keys import KeyStore
 from gateway.metrics import METRICS, RequestStats, count_request
 from gateway.tracing import Tracing
 
@@ -50,7 +49,6 @@ __all__ = [
     "REQUEST_ID_PATTERN",
     "FastAnswer",
     "GatewayMiddleware",
-    "KeyStore",
     "check_depth",
     "load_body",
     "parse_body",
@@ -121,44 +119,6 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     data = load_body(raw)
     check_depth(data, raw=raw)
     return data
-
-
-class KeyStore:
-    """Accepted API keys from settings and an optional file (re-read when its mtime changes)."""
-
-    def __init__(self, keys: tuple[str, ...], path: str | None) -> None:
-        self._static = tuple(k for k in keys if k)
-        self._path = Path(path) if path else None
-        self._mtime = -1.0
-        self._file_keys: tuple[str, ...] = ()
-        self._checked = 0.0
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._static) or self._path is not None
-
-    def keys(self) -> tuple[str, ...]:
-        if self._path is not None and time.monotonic() - self._checked > 1.0:
-            self._checked = time.monotonic()
-            try:
-                mtime = self._path.stat().st_mtime
-                if mtime != self._mtime:
-                    lines = self._path.read_text().splitlines()
-                    self._file_keys = tuple(x.strip() for x in lines if x.strip() and not x.startswith("#"))
-                    self._mtime = mtime
-            except OSError:
-                self._file_keys = ()
-        return self._static + self._file_keys
-
-    def check(self, header: str | None) -> bool:
-        """Constant-time comparison against every key (no early exit on the first match)."""
-        if not header or not header.lower().startswith("bearer "):
-            return False
-        given = header[7:].strip().encode()
-        ok = False
-        for key in self.keys():
-            ok |= hmac.compare_digest(given, key.encode())
-        return ok
 
 
 # A path's answer (gateway.routes.rerank.Answer): (the runtime, the request's state) -> the 200's JSON body.
