@@ -68,7 +68,8 @@ async def _start_gateway(engine_url: str, service_args: list[str]) -> tuple[str,
     from engine import EngineRegistry
     from engine.external import ExternalEngine
     from gateway.app import create_app
-    from gateway.server import GatewayConfig, GatewayHttpProtocol, GatewayServer, limits_from
+    from gateway.protocol import GatewayHttpProtocol
+    from gateway.server import GatewayConfig, GatewayServer, limits_from
     from gateway.settings import Settings
 
     ext = ExternalEngine(engine_url, name="engine0")

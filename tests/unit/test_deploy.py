@@ -155,9 +155,9 @@ def test_pods_run_as_the_images_non_root_user() -> None:
                 assert sc["runAsNonRoot"] is True and sc["runAsUser"] == uid
 
 
-# On SIGTERM (gateway/server.py, start_service.py): the drain of requests in flight lasts up to
-# --stop-grace s, with uvicorn's cancel 1 s later as a backstop; then each managed engine gets
-# --stop-grace s more before SIGKILL.
+# On SIGTERM (gateway/protocol.py, gateway/server.py, start_service.py): the drain of requests in
+# flight lasts up to --stop-grace s, with uvicorn's cancel 1 s later as a backstop; then each
+# managed engine gets --stop-grace s more before SIGKILL.
 DRAIN_BACKSTOP_S = 1.0
 
 

@@ -276,7 +276,8 @@ from engine import EngineRegistry
 from engine.transport import CallableTransport
 from gateway.app import create_app
 from gateway.logformat import configure_logging
-from gateway.server import ConnectionLimits, GatewayConfig, GatewayServer
+from gateway.protocol import ConnectionLimits
+from gateway.server import GatewayConfig, GatewayServer
 from gateway.settings import Settings
 from tests.unit.engines import snapshot
 

@@ -1,5 +1,6 @@
-"""gateway/server.py: the connection limits and the drain, on a real uvicorn server in this process
-(a tiny ASGI app on a loopback port, raw sockets as clients); and the engines' /metrics cache.
+"""gateway/server.py and gateway/protocol.py: the connection limits and the drain, on a real uvicorn
+server in this process (a tiny ASGI app on a loopback port, raw sockets as clients); and the engines'
+/metrics cache.
 
 Each server runs in its own thread with its own event loop (uvloop, as in the service) and is
 stopped as SIGTERM stops it: `should_exit`, then uvicorn's shutdown with our drain.
@@ -27,14 +28,8 @@ from engine.transport import CallableTransport
 from gateway.app import create_app
 from gateway.cli import parse_settings
 from gateway.metrics import EngineMetricsCache
-from gateway.server import (
-    ConnectionLimits,
-    GatewayConfig,
-    GatewayHttpProtocol,
-    GatewayServer,
-    default_max_connections,
-    limits_from,
-)
+from gateway.protocol import ConnectionLimits, GatewayHttpProtocol, default_max_connections
+from gateway.server import GatewayConfig, GatewayServer, limits_from
 from gateway.settings import Settings, SettingsError
 from tests.support.wait import wait_until
 from tests.unit.engines import snapshot
@@ -504,7 +499,7 @@ class _Cycle:
 
 @pytest.mark.parametrize("size", [10, 200_000])
 def test_a_response_head_and_body_go_out_in_one_write(size: int) -> None:
-    from gateway.server import _OneWrite
+    from gateway.protocol import _OneWrite
 
     transport, cycle = _Transport(), _Cycle()
     one = _OneWrite(transport, cycle)  # type: ignore[arg-type]
@@ -520,7 +515,7 @@ def test_a_response_head_and_body_go_out_in_one_write(size: int) -> None:
 
 
 def test_a_head_answer_and_a_head_without_a_body_still_go_out() -> None:
-    from gateway.server import _OneWrite
+    from gateway.protocol import _OneWrite
 
     transport, cycle = _Transport(), _Cycle("HEAD")
     cycle.response_started = True
