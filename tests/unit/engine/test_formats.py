@@ -148,6 +148,6 @@ def test_override_wins_and_unknown_override_is_refused(tmp_path: Path) -> None:
 def test_settings_list_every_format() -> None:
     import typing
 
-    from gateway.settings import FormatName
+    from gateway.model_specs import FormatName
 
     assert set(typing.get_args(FormatName)) == set(FORMATS)
