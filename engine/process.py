@@ -150,6 +150,7 @@ class EngineProcess:
         self._log = EngineLogReader()
         self.started_at = 0.0
         self._shm_before: frozenset[str] = frozenset()  # /dev/shm's entries when the group started
+        self._shm_noted: set[str] = set()  # what the group mapped or held open when note_shm() last looked
 
     @property
     def stage(self) -> str:
@@ -171,6 +172,7 @@ class EngineProcess:
         self._log = EngineLogReader()
         self.started_at = time.monotonic()
         self._shm_before = _shm_entries()  # these are not the group's to remove, whatever it maps
+        self._shm_noted = set()
         self._proc = subprocess.Popen(
             argv,
             env=self.config.env(),
@@ -220,11 +222,19 @@ class EngineProcess:
         except (ProcessLookupError, PermissionError):
             pass
 
+    def note_shm(self) -> None:
+        """Note the /dev/shm files the group maps or holds open now (the supervisor calls this once the
+        engine is ready, when its message queues exist), so that the stop can remove them even if the
+        group died by itself first (a crash, an OOM kill) and /proc no longer shows them."""
+        if self._proc is not None:
+            self._shm_noted |= group_shm_files(self._proc.pid)
+
     def stop(self, grace: float = 10.0) -> int | None:
         """SIGTERM the group, wait up to `grace`, then SIGKILL the group. Idempotent."""
         if self._proc is None:
             return None
-        shm = group_shm_files(self._proc.pid)  # before the group is gone: /proc still shows what it maps
+        # before the group is gone /proc still shows what it maps; what it mapped when ready was noted
+        shm = group_shm_files(self._proc.pid) | self._shm_noted
         if self._proc.poll() is None:
             self._killpg(signal.SIGTERM)
             try:

@@ -339,6 +339,7 @@ class EngineSupervisor:
                     self._warm_up(proc, client)
                     if self._stop.is_set():
                         break
+                    proc.note_shm()  # its segments, for the stop after a crash (engine.process)
                     self._set(EngineState.READY)
                     if first:
                         first = False

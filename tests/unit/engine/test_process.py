@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 
 import pytest
@@ -130,6 +131,39 @@ def test_a_killed_group_leaves_no_shared_memory_behind(tmp_path) -> None:  # typ
     finally:
         proc.stop(grace=0.2)
         _posixshmem.shm_unlink(other)
+
+
+def test_a_group_that_died_by_itself_leaves_no_shared_memory_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A crash or an OOM kill ends the group before any stop: /proc shows nothing then, so the stop
+    removes what the group had mapped when it was noted (at READY), and only files made after it started."""
+    import _posixshmem  # type: ignore[import-not-found]
+
+    tag = f"vr-test-{os.getpid()}-{time.monotonic_ns()}"
+    segment = f"/dev/shm/{tag}-queue"
+    namefile = tmp_path / "names"
+    script = (
+        "import _posixshmem, mmap, os, time\n"
+        f"fd = _posixshmem.shm_open('/{tag}-queue', os.O_CREAT | os.O_RDWR, 0o600)\n"
+        "os.ftruncate(fd, 4096)\n"
+        "held = mmap.mmap(fd, 4096)\n"
+        f"open({str(namefile)!r}, 'w').write('ok')\n"
+        "time.sleep(300)\n"
+    )
+    proc = EngineProcess(script_engine(script))
+    proc.start()
+    try:
+        wait_until(lambda: namefile.exists() and namefile.read_text() == "ok", 30, message="the child never started")
+        proc.note_shm()
+        assert proc.pid is not None
+        os.killpg(proc.pid, signal.SIGKILL)  # dies by itself, as far as the stop can tell
+        wait_until(lambda: proc.poll() is not None, 30, message="the killed group is still there")
+        assert os.path.exists(segment)  # nobody unlinked it
+        proc.stop(grace=0.2)
+        assert not os.path.exists(segment)
+    finally:
+        proc.stop(grace=0.2)
+        with contextlib.suppress(FileNotFoundError):
+            _posixshmem.shm_unlink(f"/{tag}-queue")
 
 
 def test_the_stop_removes_no_file_the_group_only_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
