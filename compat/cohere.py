@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from compat.billing import billing
 from compat.documents import check_positive, check_query, check_top_n, document_texts
 from compat.errors import CompatError
-from compat.model import RankedItem, RerankOutcome, RerankQuery
+from compat.model import RankedItem, RerankOutcome, RerankQuery, ranked_pairs
 
 __all__ = [
     "COHERE_V2_MAX_TOKENS_PER_DOC",
@@ -109,7 +109,7 @@ def _render(q: RerankQuery, out: RerankOutcome, version: str) -> dict[str, Any]:
     if q.return_documents or q.raw_scores:
         results = [_result(q, item) for item in out.items]
     else:  # the common answer: one dict display per result, no call
-        results = [{"index": index, "relevance_score": score} for index, score, _ in out.items]
+        results = [{"index": index, "relevance_score": score} for index, score in ranked_pairs(out.items)]
     bill = billing(q, out)
     meta: dict[str, Any] = {
         "api_version": {"version": version},

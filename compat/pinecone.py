@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from compat.billing import billing
 from compat.documents import check_query, check_top_n, document_texts
 from compat.errors import CompatError
-from compat.model import RerankOutcome, RerankQuery
+from compat.model import RerankOutcome, RerankQuery, result_dicts
 
 __all__ = ["PINECONE_CODES", "PineconeRerankRequest", "error_body", "parse_pinecone", "render_pinecone"]
 
@@ -96,14 +96,7 @@ def parse_pinecone(req: PineconeRerankRequest) -> RerankQuery:
 
 
 def render_pinecone(q: RerankQuery, out: RerankOutcome) -> dict[str, Any]:
-    data: list[dict[str, Any]] = []
-    for item in out.items:
-        d: dict[str, Any] = {"index": item.index, "score": item.relevance_score}
-        if q.return_documents:
-            d["document"] = q.originals[item.index]
-        if q.raw_scores and item.raw_score is not None:
-            d["raw_score"] = item.raw_score
-        data.append(d)
+    data = result_dicts(q, out, score="score", documents=q.originals)
     return {"model": out.model, "data": data, "usage": {"rerank_units": billing(q, out).search_units}}
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from compat.documents import check_query, check_top_n, document_texts
-from compat.model import RerankOutcome, RerankQuery
+from compat.model import RerankOutcome, RerankQuery, ranked_pairs
 
 __all__ = ["TeiRerankRequest", "parse_tei", "render_tei"]
 
@@ -57,10 +57,13 @@ def parse_tei(req: TeiRerankRequest) -> RerankQuery:
 def render_tei(q: RerankQuery, out: RerankOutcome) -> list[dict[str, Any]]:
     """A bare array, best first. `score` is the raw score when asked for, else the relevance."""
     items: list[dict[str, Any]] = []
-    for item in out.items:
-        score = item.raw_score if q.raw_scores and item.raw_score is not None else item.relevance_score
-        r: dict[str, Any] = {"index": item.index, "score": score}
-        if q.return_documents:
-            r["text"] = q.texts[item.index]
-        items.append(r)
+    if not (q.return_documents or q.raw_scores):  # the common answer: one dict display per result
+        items = [{"index": index, "score": score} for index, score in ranked_pairs(out.items)]
+    else:
+        for item in out.items:
+            score = item.raw_score if q.raw_scores and item.raw_score is not None else item.relevance_score
+            r: dict[str, Any] = {"index": item.index, "score": score}
+            if q.return_documents:
+                r["text"] = q.texts[item.index]
+            items.append(r)
     return items

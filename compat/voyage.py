@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from compat.documents import check_query, check_top_n, document_texts
-from compat.model import RerankOutcome, RerankQuery
+from compat.model import RerankOutcome, RerankQuery, result_dicts
 
 __all__ = ["VoyageRerankRequest", "parse_voyage", "render_voyage"]
 
@@ -51,12 +51,5 @@ def parse_voyage(req: VoyageRerankRequest) -> RerankQuery:
 
 
 def render_voyage(q: RerankQuery, out: RerankOutcome) -> dict[str, Any]:
-    data: list[dict[str, Any]] = []
-    for item in out.items:
-        d: dict[str, Any] = {"index": item.index, "relevance_score": item.relevance_score}
-        if q.return_documents:
-            d["document"] = q.texts[item.index]
-        if q.raw_scores and item.raw_score is not None:
-            d["raw_score"] = item.raw_score
-        data.append(d)
+    data = result_dicts(q, out, score="relevance_score", documents=q.texts)
     return {"object": "list", "data": data, "model": out.model, "usage": {"total_tokens": out.prompt_tokens}}

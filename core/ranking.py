@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import partial
-from itertools import repeat
 
-from compat.model import RankedItem
+from compat.model import Ranking
 
 __all__ = ["rank", "relevances", "sigmoid"]
 
@@ -41,16 +39,13 @@ def relevances(score_kind: str, values: Sequence[float], *, offset: float = 0.0)
 
 def rank(
     relevance_scores: Sequence[float], *, raw_scores: Sequence[float] | None = None, top_n: int | None = None
-) -> tuple[RankedItem, ...]:
-    """Sort by relevance descending, ties by original index; keep the best `top_n` (clamped)."""
+) -> Ranking:
+    """Sort by relevance descending, ties by original index; keep the best `top_n` (clamped).
+    The result is columns (compat.model.Ranking): no RankedItem is made until one is read."""
     # sorted() is stable: with reverse=True equal scores keep ascending index order.
     order = sorted(range(len(relevance_scores)), key=relevance_scores.__getitem__, reverse=True)
     if top_n is not None:
         order = order[: max(0, top_n)]
-    # tuple.__new__ is what RankedItem(...) runs, minus a Python-level call per item (all fields given)
-    rel = map(relevance_scores.__getitem__, order)
-    raw = repeat(None) if raw_scores is None else map(raw_scores.__getitem__, order)
-    return tuple(map(_NEW_ITEM, zip(order, rel, raw, strict=False)))  # raw may be repeat(None)
-
-
-_NEW_ITEM = partial(tuple.__new__, RankedItem)
+    rel = list(map(relevance_scores.__getitem__, order))
+    raw = None if raw_scores is None else list(map(raw_scores.__getitem__, order))
+    return Ranking(order, rel, raw)

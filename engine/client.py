@@ -242,12 +242,14 @@ class EngineClient:
         return ScoreBatch(scores=scores, prompt_tokens=tokens, engine=engine.name)
 
 
-class _ScoreItem(msgspec.Struct):
+# gc=False: a 1000-document answer is 1000 items; untracked by the cyclic collector, they neither
+# count toward nor lengthen its collections (they hold only an int and a float, so form no cycle).
+class _ScoreItem(msgspec.Struct, gc=False):
     index: int
     score: float
 
 
-class _Usage(msgspec.Struct):
+class _Usage(msgspec.Struct, gc=False):
     prompt_tokens: int | None = None
 
 

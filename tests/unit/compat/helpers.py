@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from compat.model import RankedItem, RerankOutcome
+from compat.model import RerankOutcome
 from core.ranking import rank
 
 
@@ -18,5 +18,5 @@ def outcome(
     request_id: str = "req-1",
 ) -> RerankOutcome:
     """A RerankOutcome as the service would build it from these relevance scores."""
-    items: tuple[RankedItem, ...] = rank(list(scores), raw_scores=list(raw) if raw else None, top_n=top_n)
+    items = rank(list(scores), raw_scores=list(raw) if raw else None, top_n=top_n)
     return RerankOutcome(items=items, model=model, prompt_tokens=tokens, request_id=request_id)
