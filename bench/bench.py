@@ -54,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -260,6 +261,7 @@ class Stack:
         self.started_pids: list[int] = []
         self.variants: dict[str, Variant] = {}
         self.engine_url = ""
+        self.gateway_engine_url = ""  # the gateway's hop to the engine (engine_url unless --stub-hop uds)
         self.engine_model = ""
         self.engine_pids: set[int] = set()
         self.notes: list[str] = []
@@ -289,10 +291,12 @@ class Stack:
         workers = a.workers
         if a.engine == "stub":
             port = free_port()
-            p = self.start(
-                "stub-engine",
-                [sys.executable, str(HERE / "stub_engine.py"), "--port", str(port), "--procs", str(a.stub_procs)],
-            )
+            argv = [sys.executable, str(HERE / "stub_engine.py"), "--port", str(port), "--procs", str(a.stub_procs)]
+            if a.stub_hop == "uds":  # the gateway reaches it as its own engines: a Unix socket
+                uds = f"/tmp/vllm-rerank-bench-stub-{port}.sock"  # short: a socket path fits 107 bytes
+                argv += ["--uds", uds]
+                self.gateway_engine_url = "http+unix://" + quote(uds, safe="")
+            p = self.start("stub-engine", argv)
             self.engine_url = f"http://127.0.0.1:{port}"
             p.wait_http(f"{self.engine_url}/health", 30)
             self.engine_pids = {q.pid for q in tree(p.pid)}
@@ -426,7 +430,8 @@ class Stack:
             *self.args.service_arg,
             *(extra or []),
         ]
-        argv = [sys.executable, str(ROOT / "start_service.py"), "--engine-url", self.engine_url, *flags]
+        engine = self.gateway_engine_url or self.engine_url
+        argv = [sys.executable, str(ROOT / "start_service.py"), "--engine-url", engine, *flags]
         p = self.start(name, argv)
         url = f"http://127.0.0.1:{port}"
         p.wait_http(f"{url}/health", 120)
@@ -863,6 +868,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra start_service.py flag for every gateway (repeatable; use --service-arg=--flag=value)",
     )
     p.add_argument("--stub-procs", type=int, default=1, help="stub engine processes")
+    p.add_argument(
+        "--stub-hop",
+        choices=("tcp", "uds"),
+        default="tcp",
+        help="how the gateway reaches the stub: loopback TCP (as an --engine-url), or a Unix socket (as the "
+        "service's own engines, its default); `direct` always uses TCP",
+    )
     p.add_argument("--litellm-bin", help="litellm executable (default: .venv-litellm/bin/litellm, venv, PATH)")
     p.add_argument("--litellm-timeout", type=float, default=180.0)
     p.add_argument("--ready-timeout", type=float, default=600.0)

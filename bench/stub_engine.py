@@ -11,13 +11,14 @@ cheap estimate (bytes/4).
 It is a raw asyncio protocol (uvloop when installed) with HTTP/1.1 keep-alive and no framework,
 so one process answers a 1000-document request in well under a millisecond.
 
-    python bench/stub_engine.py --port 9100 [--delay-ms 0] [--procs 1] [--model stub]
+    python bench/stub_engine.py --port 9100 [--delay-ms 0] [--procs 1] [--model stub] [--uds PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -198,7 +199,13 @@ class _HttpProtocol(asyncio.Protocol):
 
 
 async def serve(
-    host: str, port: int, *, model: str = "stub", delay_ms: float = 0.0, sock: socket.socket | None = None
+    host: str,
+    port: int,
+    *,
+    model: str = "stub",
+    delay_ms: float = 0.0,
+    sock: socket.socket | None = None,
+    uds: str | None = None,
 ) -> None:
     handler = _Handler(model, delay_ms / 1000.0)
     loop = asyncio.get_running_loop()
@@ -206,21 +213,30 @@ async def serve(
         server = await loop.create_server(lambda: _HttpProtocol(handler), sock=sock, backlog=1024)
     else:
         server = await loop.create_server(lambda: _HttpProtocol(handler), host, port, reuse_port=True, backlog=1024)
+    servers = [server]
+    if uds:  # also on a Unix socket, as the service's own engines listen (its default hop)
+        servers.append(await loop.create_unix_server(lambda: _HttpProtocol(handler), uds, backlog=1024))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
+    try:
         await stop.wait()
+    finally:
+        for srv in servers:
+            srv.close()
+        if uds:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(uds)
 
 
-def _run(host: str, port: int, model: str, delay_ms: float) -> None:
+def _run(host: str, port: int, model: str, delay_ms: float, uds: str | None = None) -> None:
     try:
         import uvloop  # type: ignore[import-not-found]
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(host, port, model=model, delay_ms=delay_ms))
+    asyncio.run(serve(host, port, model=model, delay_ms=delay_ms, uds=uds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="stub", help="served model name reported by /v1/models and answers")
     p.add_argument("--delay-ms", type=float, default=0.0, help="simulated engine time per request")
     p.add_argument("--procs", type=int, default=1, help="server processes sharing the port (SO_REUSEPORT)")
+    p.add_argument("--uds", default=None, help="also listen on this Unix socket (one process; the gateway's hop)")
     args = p.parse_args(argv)
+    if args.uds and args.procs > 1:
+        p.error("--uds takes one process (--procs 1)")
     children: list[int] = []
     for _ in range(max(0, args.procs - 1)):
         pid = os.fork()
@@ -240,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         children.append(pid)
     print(f"stub engine listening on http://{args.host}:{args.port} (procs={args.procs})", file=sys.stderr, flush=True)
     try:
-        _run(args.host, args.port, args.model, args.delay_ms)
+        _run(args.host, args.port, args.model, args.delay_ms, args.uds)
     finally:
         for pid in children:
             try:
