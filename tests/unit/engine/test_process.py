@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +97,20 @@ def test_an_engine_killed_by_a_signal_says_so_not_an_old_log_line() -> None:
     assert exit_cause(1, ["ValueError: boom"])[1] == "ValueError: boom"
 
 
+def _started(script: str, ready: Path) -> EngineProcess:
+    """An EngineProcess running `script`, returned once the script has run (it then sleeps); stopped if
+    it never gets there."""
+    script += f"open({str(ready)!r}, 'w').write('ok')\ntime.sleep(300)\n"
+    proc = EngineProcess(script_engine(script))
+    proc.start()
+    try:
+        wait_until(lambda: ready.exists() and ready.read_text() == "ok", 30, message="the child never started")
+    except BaseException:
+        proc.stop(grace=0.2)
+        raise
+    return proc
+
+
 def test_a_killed_group_leaves_no_shared_memory_behind(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """vLLM's message queues live in /dev/shm; a SIGKILLed EngineCore cannot unlink them, so the stop
     does: every /dev/shm file the group mapped or held open, and nothing else."""
@@ -112,17 +127,12 @@ def test_a_killed_group_leaves_no_shared_memory_behind(tmp_path) -> None:  # typ
         "    fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_RDWR, 0o600)\n"
         "    os.ftruncate(fd, 4096)\n"
         "    held.append(mmap.mmap(fd, 4096) if kind == 'mapped' else fd)\n"
-        f"open({str(namefile)!r}, 'w').write('ok')\n"
-        "time.sleep(300)\n"
     )
     other = f"/{tag}-not-ours"
     fd = _posixshmem.shm_open(other, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
-    config = script_engine(script)
-    proc = EngineProcess(config)
-    proc.start()
+    proc = _started(script, namefile)
     try:
-        wait_until(lambda: namefile.exists() and namefile.read_text() == "ok", 30, message="the child never started")
         ours = {f"/dev/shm/{tag}-mapped", f"/dev/shm/{tag}-open"}
         assert all(os.path.exists(p) for p in ours)
         proc.stop(grace=0.2)
@@ -146,13 +156,9 @@ def test_a_group_that_died_by_itself_leaves_no_shared_memory_behind(tmp_path) ->
         f"fd = _posixshmem.shm_open('/{tag}-queue', os.O_CREAT | os.O_RDWR, 0o600)\n"
         "os.ftruncate(fd, 4096)\n"
         "held = mmap.mmap(fd, 4096)\n"
-        f"open({str(namefile)!r}, 'w').write('ok')\n"
-        "time.sleep(300)\n"
     )
-    proc = EngineProcess(script_engine(script))
-    proc.start()
+    proc = _started(script, namefile)
     try:
-        wait_until(lambda: namefile.exists() and namefile.read_text() == "ok", 30, message="the child never started")
         proc.note_shm()
         assert proc.pid is not None
         os.killpg(proc.pid, signal.SIGKILL)  # dies by itself, as far as the stop can tell
@@ -187,13 +193,9 @@ def test_the_stop_removes_no_file_the_group_only_used(tmp_path) -> None:  # type
         "    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)\n"
         "    os.ftruncate(fd, 4096)\n"
         "    held.append(mmap.mmap(fd, 4096))\n"
-        f"open({str(namefile)!r}, 'w').write('ok')\n"
-        "time.sleep(300)\n"
     )
-    proc = EngineProcess(script_engine(script))
-    proc.start()
+    proc = _started(script, namefile)
     try:
-        wait_until(lambda: namefile.exists() and namefile.read_text() == "ok", 30, message="the child never started")
         proc.stop(grace=0.2)
         assert os.path.exists(model)
         assert os.path.exists(cached)
