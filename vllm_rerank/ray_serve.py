@@ -37,6 +37,7 @@ from ray import serve
 from ray.serve import Application
 
 from engine import EngineRegistry, EngineStartError, EngineState
+from engine.tokenizer import load_tokenizer
 from gateway.app import create_app
 from gateway.cli import parse_settings
 from gateway.launch import ServiceEngines, plan_engines
@@ -92,6 +93,15 @@ class RerankReplica:
         self.engines.publish()
         for handle in self.engines.handles:
             handle.start()
+        # The tokenizers load while the engines do, as in the standalone service: after the constructor the
+        # replica takes traffic, and a load then (transformers' import, seconds of CPU holding the GIL) stalls
+        # its event loop, its health checks too (seen: 30 s on a busy core, the replica replaced).
+        tokenizers = asyncio.gather(
+            *(
+                asyncio.to_thread(load_tokenizer, c.model, c.family)
+                for c in {c.model: c for c in self.engines.configs}.values()
+            )
+        )
         for handle in self.engines.handles:  # a failed first start fails the replica, with the engine's reason
             if not await asyncio.to_thread(handle.wait_first_start):
                 err = handle.start_error
@@ -100,6 +110,7 @@ class RerankReplica:
                     f"engine {handle.name} failed to start ({err.cause if err else 'unknown'}): "
                     f"{err.message if err else 'engine did not start'}"
                 )
+        await tokenizers
         log.info("replica_ready engines=%s", ",".join(c.url for c in self.engines.configs))
 
     def __serve_build_asgi_app__(self) -> FastAPI:
