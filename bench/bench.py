@@ -343,10 +343,15 @@ class Stack:
             p = self.start("service", argv)
             url = f"http://127.0.0.1:{port}"
             print(f"starting the service (real engine): {' '.join(map(shlex.quote, argv[1:]))}", flush=True)
-            p.wait_http(f"{url}/health", a.ready_timeout)
+            # every engine ready, not just the first (the service says ready with one of several replicas)
+            p.wait_http(
+                f"{url}/health",
+                a.ready_timeout,
+                ok=lambda r: r.status_code == 200 and all(e["state"] == "ready" for e in r.json()["engines"]),
+            )
             h = httpx.get(f"{url}/health", timeout=10).json()
             self.engine_url = h["engines"][0]["url"]
-            self.engine_pids = {q.pid for q in tree(int(h["engines"][0]["pid"]))}
+            self.engine_pids = {q.pid for e in h["engines"] for q in tree(int(e["pid"]))}
             self.warm(f"{url}{a.gateway_path}", n=2)
             self.settle("gateway", self._cpu_fn(p.pid, exclude_engine=True))
             self.variants["gateway"] = Variant(
