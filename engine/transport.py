@@ -258,6 +258,7 @@ class HttpTransport:
 
     def __init__(self, *, max_connections: int = 512, keepalive_s: float = 3.0) -> None:
         self._keepalive_s = keepalive_s
+        self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: dict[_Key, list[_Connection]] = {}
         self._targets: dict[str, tuple[_Key, bytes]] = {}
@@ -324,17 +325,22 @@ class HttpTransport:
         payload = head + b"\r\n\r\n" + (body or b"")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with self._slots:
+        try:  # the wait for a free slot counts against the timeout too, and sends nothing if it runs out
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError as exc:
+            raise ReadTimeout(f"no connection to {url} free in time ({self._max_connections} in flight)") from exc
+        try:
             conn = self._checkout(key)
             if conn is None:
-                conn = await self._connect(key, min(connect_timeout, timeout))
+                conn = await self._connect(key, max(0.001, min(connect_timeout, deadline - loop.time())))
                 self._open.add(conn)
             done = False
             try:
-                answer = conn.send(payload, loop)
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0:  # connecting took the time left: send nothing the engine would work on
                     raise ReadTimeout(f"no answer from {url} in time")
+                answer = conn.send(payload, loop)
                 try:
                     async with asyncio.timeout(remaining):
                         result = await answer
@@ -349,6 +355,8 @@ class HttpTransport:
                 else:  # failed, cancelled or not keep-alive: never reuse a connection mid-answer
                     conn.close()
                     self._open.discard(conn)
+        finally:
+            self._slots.release()
 
     async def post(self, url: str, body: bytes, *, timeout: float, connect_timeout: float) -> tuple[int, bytes]:
         return await self._request(b"POST", url, body, timeout=timeout, connect_timeout=connect_timeout)

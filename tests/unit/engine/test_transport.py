@@ -252,3 +252,28 @@ def test_an_ipv6_engine_gets_a_bracketed_host_header() -> None:
             assert f"\r\nhost: [::1]:{port}\r\n".encode() in server.requests[0]
 
     asyncio.run(main())
+
+
+def test_the_wait_for_a_free_connection_counts_against_the_timeout() -> None:
+    """With every connection busy, a request waits for one only as long as its own timeout, then is a
+    ReadTimeout with nothing sent (the engine never sees it); the slot it waited for is not lost."""
+    answers = iter([(None, False), (_plain(b"next"), False), (_plain(b"next"), False)])
+
+    async def body(url: str, server: Server) -> None:
+        t = HttpTransport(max_connections=1)
+        hung = asyncio.ensure_future(t.post(f"{url}/score", b"{}", timeout=30, connect_timeout=1))
+        await server.got_request.wait()  # the one connection is taken, its answer never comes
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(ReadTimeout, match=r"no connection to .* free in time"):
+            await t.post(f"{url}/score", b"{}", timeout=0.3, connect_timeout=1)
+        assert loop.time() - start < 5  # not until the hung request's 30 s
+        assert len(server.requests) == 1
+        hung.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hung
+        assert await t.post(f"{url}/score", b"{}", timeout=5, connect_timeout=1) == (200, b"next")
+        await t.aclose()
+
+    server = _run(lambda raw: next(answers), body)
+    assert len(server.requests) == 2
