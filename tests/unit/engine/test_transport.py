@@ -173,6 +173,12 @@ def test_idle_connections_expire() -> None:
     assert server.connections == 3
 
 
+async def _cancel(task: asyncio.Future[tuple[int, bytes]]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_a_cancelled_request_closes_its_connection() -> None:
     answers = iter([(None, False), (_plain(b"next"), False)])
 
@@ -180,9 +186,7 @@ def test_a_cancelled_request_closes_its_connection() -> None:
         t = HttpTransport()
         task = asyncio.ensure_future(t.post(f"{url}/score", b"{}", timeout=5, connect_timeout=1))
         await server.got_request.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await _cancel(task)
         assert await t.post(f"{url}/score", b"{}", timeout=5, connect_timeout=1) == (200, b"next")
         await t.aclose()
 
@@ -269,9 +273,7 @@ def test_the_wait_for_a_free_connection_counts_against_the_timeout() -> None:
             await t.post(f"{url}/score", b"{}", timeout=0.3, connect_timeout=1)
         assert loop.time() - start < 5  # not until the hung request's 30 s
         assert len(server.requests) == 1
-        hung.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await hung
+        await _cancel(hung)
         assert await t.post(f"{url}/score", b"{}", timeout=5, connect_timeout=1) == (200, b"next")
         await t.aclose()
 
