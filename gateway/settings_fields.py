@@ -124,7 +124,8 @@ class SettingsFields(BaseSettings):
         (),
         "RERANK_ENGINE_URLS",
         "Use an existing vLLM server instead of launching one (repeatable; env: comma-separated). Requests go to "
-        "the least loaded ready one; a dead one is skipped and re-checked every second.",
+        "the least loaded ready one; a dead one is skipped and re-checked every second. An http://, https:// or "
+        "http+unix:// URL with no credentials, else the service refuses to start.",
         flag="--engine-url",
     )
     engine_devices: Strs = opt(

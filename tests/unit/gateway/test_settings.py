@@ -291,3 +291,28 @@ def test_served_name_is_the_hub_id_also_for_a_cache_snapshot_path(tmp_path) -> N
     assert parse_settings(["--model", str(local)], {}).resolved_served_name == "my-reranker"
     named = parse_settings(["--model", str(snap), "--served-model-name", "m"], {})
     assert named.resolved_served_name == "m"
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("localhost:8000", "is not an http://, https:// or http+unix:// URL"),
+        ("ftp://engine", "is not an http://, https:// or http+unix:// URL"),
+        ("http://", "is not an http://, https:// or http+unix:// URL"),
+        ("http://engine:port", "is not a URL"),
+        ("http://engine:8000/?x=1", "takes no query or fragment"),
+        ("http://user:secret@engine:8000", "'http://***@engine:8000' has credentials in it"),
+    ],
+)
+def test_an_engine_url_the_gateway_cannot_call_is_refused_at_start(url: str, needle: str) -> None:
+    with pytest.raises(SettingsError, match="--engine-url/RERANK_ENGINE_URLS") as err:
+        parse_settings(["--engine-url", url], {})
+    assert needle in str(err.value)
+    assert "secret" not in str(err.value)
+    with pytest.raises(SettingsError):  # the same from the environment
+        parse_settings([], {"RERANK_ENGINE_URLS": f"http://ok:1,{url}"})
+
+
+def test_engine_urls_the_gateway_can_call_are_kept() -> None:
+    urls = ("http://10.0.0.5:8000", "https://engines.internal/vllm", "http+unix://%2Frun%2Fe.sock", "http://[::1]:9")
+    assert parse_settings([a for u in urls for a in ("--engine-url", u)], {}).engine_urls == urls
