@@ -145,6 +145,8 @@ class EngineConfig:
                 "gpu_memory_utilization": given("--gpu-memory-utilization", gpu),
                 "tensor_parallel_size": given("--tensor-parallel-size", self.tensor_parallel_size),
                 "dtype": given("--dtype", self.dtype),
+                "kv_cache_memory_bytes": given("--kv-cache-memory-bytes", None),
+                "api_server_count": given("--api-server-count", None),
             }
         )
 

@@ -51,6 +51,8 @@ class EngineArgs(_Frozen):
     gpu_memory_utilization: float | None = None
     tensor_parallel_size: int = 1
     dtype: str | None = None
+    kv_cache_memory_bytes: int | None = None  # an explicit KV budget (engines sharing a card), else profiled
+    api_server_count: int | None = None  # vLLM API server processes per engine (None: 1)
 
 
 class ModelWindow(_Frozen):

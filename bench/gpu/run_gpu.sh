@@ -237,19 +237,21 @@ qwen-replicas)
   ;;
 levers)
   # what could pass the host-core ceiling: more API servers per engine, more gateway workers
+  # LEVER_SPECS="engines:workers:api_servers[:max_num_batched_tokens]"
   for spec in ${LEVER_SPECS:-6:6:2}; do
-    IFS=: read -r n w a <<< "$spec"
+    IFS=: read -r n w a t <<< "$spec"; tag=lev$n-$w-$a${t:+-$t}
     [ $(left) -lt 170 ] && { stamp "skip lever $spec: time"; continue; }
-    stamp "lever: $n engines, $w workers, --api-server-count $a"
-    svc_start lev$n-$w-$a --model $MODELS/bert-ce --engine-replicas $n --workers $w --gpu-memory-utilization 0.9 \
-        -- --api-server-count $a || continue
+    stamp "lever: $n engines, $w workers, --api-server-count $a, --max-num-batched-tokens ${t:-default}"
+    svc_start $tag --model $MODELS/bert-ce --engine-replicas $n --workers $w --gpu-memory-utilization 0.9 \
+        ${t:+--max-num-batched-tokens $t} -- --api-server-count $a || continue
+    grep -oE "max_num_batched_tokens[=:' ]+[0-9]+" "$WORK/service_$tag.log" | sort | uniq -c | head -3
     smi_start lev
-    $BENCH --label "lever: bert-ce $n engines x --api-server-count $a, $w gateway workers" \
+    $BENCH --label "lever: bert-ce $n engines x --api-server-count $a, $w gateway workers, batched tokens ${t:-default}" \
         --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model bert-ce --words $MODELS/bert-ce/words.txt \
         --sizes 100 --conc 96 --doc-words 100 --rounds 2 --duration-s 12 --proc-cpu --budget-s 60 \
-        --json "$WORK/bench_lev$n-$w-$a.json" | grep -v '^{'
+        --json "$OUTDIR/bench_$tag.json" | grep -v '^{'
     smi_stop lev
-    svc_stop lev$n-$w-$a
+    svc_stop $tag
   done
   ;;
 defaults-bert|defaults-qwen)

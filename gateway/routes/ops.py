@@ -120,7 +120,7 @@ def health_body(rt: Runtime, *, detailed: bool = True, model: str | None = None)
         "gpu_memory_utilization": args.gpu_memory_utilization if args else settings.gpu_memory_utilization,
         "tensor_parallel_size": args.tensor_parallel_size if args else settings.tensor_parallel_size,
         "max_workers": settings.max_workers,
-        "workers": settings.workers,
+        "workers": rt.topology.workers,  # resolved: --workers, else sized from the engines and cores
         "model_size": settings.model_size,
         "engine": _engine_public(own[0]) if own else None,
         "engines": [_engine_public(e) for e in engines],

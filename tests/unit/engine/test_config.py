@@ -65,6 +65,15 @@ def test_user_pass_through_flags_win() -> None:
     assert argv.count("--enforce-eager") == 1
 
 
+def test_effective_args_show_the_kv_budget_and_api_servers_the_engine_runs_with() -> None:
+    args = cfg(
+        device="cuda", extra_args=("--kv-cache-memory-bytes", "7000000000", "--api-server-count=2")
+    ).effective_args()
+    assert (args.kv_cache_memory_bytes, args.api_server_count) == (7_000_000_000, 2)
+    plain = cfg(device="cuda").effective_args()
+    assert (plain.kv_cache_memory_bytes, plain.api_server_count) == (None, None)
+
+
 def test_hf_overrides_are_json() -> None:
     argv = cfg(hf_overrides={"a": [1]}).argv()
     assert json.loads(argv[argv.index("--hf-overrides") + 1]) == {"a": [1]}

@@ -242,6 +242,15 @@ def test_health_is_per_model_and_200_only_when_all_are_ready() -> None:
         assert c.get("/health").status_code == 200
 
 
+def test_health_shows_the_resolved_worker_count_not_the_auto_setting() -> None:
+    with _service(workers=0) as c:  # 0 = auto
+        rt = c.app.state.runtime  # type: ignore[attr-defined]
+        assert rt.topology.workers >= 1
+        assert c.get("/health").json()["workers"] == rt.topology.workers
+    with _service(workers=3) as c:
+        assert c.get("/health").json()["workers"] == 3
+
+
 def test_models_list_every_name_and_each_model_has_its_own_limits_and_cache() -> None:
     with _service(score_cache_size=16) as c:
         ids = [m["id"] for m in c.get("/v1/models").json()["data"]]
