@@ -14,6 +14,7 @@
 #                            /health resolved, first request vs next ten, one engine vs service at conc 64/128
 #   run_gpu.sh two-models    --model bert=bert-ce --model qwen=qwen3-rr: /health per model, both loaded at once
 #   run_gpu.sh qwen4b        a Qwen3-4B-shape checkpoint (built on the GPU) with the origin guide's recipe: service vs direct
+#   run_gpu.sh gateway-cost  the gateway alone against the stub engine (bench/bench.py), on the GPU host's quiet cores
 #   run_gpu.sh levers        bert-ce replicas with --api-server-count 2 (pass-through) / more gateway workers
 #
 # Staging here first: bash bench/gpu/stage_extra.sh. Then, back to back on one warm machine
@@ -337,6 +338,14 @@ EOF4
   smi_stop q4b
   [ $(left) -gt 50 ] && mfu_window q4b qwen3-4b $MODELS/qwen3-rr/words.txt $MODELS/qwen3-4b/config.json
   svc_stop q4b
+  ;;
+gateway-cost)
+  # issue 20 item 3 on a quiet 16-core host: the gateway alone against the project's instant stub engine
+  [ $(left) -lt 90 ] && { stamp "skip gateway-cost: time"; continue; }
+  stamp "gateway-cost: bench/bench.py --engine stub (1 gateway worker, conc 1)"
+  HF_HUB_OFFLINE=1 timeout $(( $(left) - 20 )) python3 bench/bench.py --engine stub --variants direct,gateway \
+      --docs 1,100,1000 --concurrency 1 --reps 3 --duration 3 --no-plots --out "$WORK/cost" 2>&1 | grep -vE "^\[[0-9]+/" | tail -16
+  cp "$WORK"/cost/*.json "$OUTDIR/" 2>/dev/null
   ;;
 *) echo "unknown phase $phase"; exit 2 ;;
 esac
