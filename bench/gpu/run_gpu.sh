@@ -238,17 +238,18 @@ qwen-replicas)
   ;;
 levers)
   # what could pass the host-core ceiling: more API servers per engine, more gateway workers
-  # LEVER_SPECS="engines:workers:api_servers[:max_num_batched_tokens]"
+  # LEVER_SPECS="engines:workers:api_servers[:max_num_batched_tokens]", LEVER_MODEL=bert-ce (default) or qwen3-rr
   for spec in ${LEVER_SPECS:-6:6:2}; do
     IFS=: read -r n w a t <<< "$spec"; tag=lev$n-$w-$a${t:+-$t}
     [ $(left) -lt 170 ] && { stamp "skip lever $spec: time"; continue; }
     stamp "lever: $n engines, $w workers, --api-server-count $a, --max-num-batched-tokens ${t:-default}"
-    svc_start $tag --model $MODELS/bert-ce --engine-replicas $n --workers $w --gpu-memory-utilization 0.9 \
+    lm=${LEVER_MODEL:-bert-ce}; fmt=(); [ $lm = qwen3-rr ] && fmt=(--model-format qwen3-reranker)
+    svc_start $tag --model $MODELS/$lm "${fmt[@]}" --engine-replicas $n --workers $w --gpu-memory-utilization 0.9 \
         ${t:+--max-num-batched-tokens $t} -- --api-server-count $a || continue
     grep -oE "max_num_batched_tokens[=:' ]+[0-9]+" "$WORK/service_$tag.log" | sort | uniq -c | head -3
     smi_start lev
-    $BENCH --label "lever: bert-ce $n engines x --api-server-count $a, $w gateway workers, batched tokens ${t:-default}" \
-        --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model bert-ce --words $MODELS/bert-ce/words.txt \
+    $BENCH --label "lever: $lm $n engines x --api-server-count $a, $w gateway workers, batched tokens ${t:-default}" \
+        --variant "service=rerank@http://127.0.0.1:8000/v1/rerank" --model $lm --words $MODELS/$lm/words.txt \
         --sizes 100 --conc 96 --doc-words 100 --rounds 2 --duration-s 12 --proc-cpu --budget-s 60 \
         --json "$OUTDIR/bench_$tag.json" | grep -v '^{'
     smi_stop lev
@@ -261,7 +262,8 @@ defaults-bert|defaults-qwen)
   [ $(left) -lt 150 ] && { stamp "skip $phase: time"; continue; }
   stamp "$phase: service with --model $MODELS/$m and the defaults"
   TS=$(date +%s)
-  svc_start $phase --model $MODELS/$m || continue
+  fmt=(); [ $m = qwen3-rr ] && fmt=(--model-format qwen3-reranker)  # a random checkpoint has no reranker name to detect
+  svc_start $phase --model $MODELS/$m "${fmt[@]}" || continue
   echo "start to all engines ready: $(( $(date +%s) - TS )) s"
   python3 - "$WORK/health_$phase.json" <<'EOF2'
 import json, sys
@@ -286,7 +288,9 @@ two-models)
   [ $(left) -lt 170 ] && { stamp "skip two-models: time"; continue; }
   stamp "two-models: --model bert=bert-ce --model qwen=qwen3-rr, defaults otherwise"
   TS=$(date +%s)
-  svc_start two --model bert=$MODELS/bert-ce --model qwen=$MODELS/qwen3-rr || continue
+  printf '[[models]]\nname = "bert"\nmodel = "%s"\n\n[[models]]\nname = "qwen"\nmodel = "%s"\nformat = "qwen3-reranker"\n' \
+      $MODELS/bert-ce $MODELS/qwen3-rr > "$WORK/two.toml"
+  svc_start two --models-file "$WORK/two.toml" || continue
   echo "start to all engines ready: $(( $(date +%s) - TS )) s"
   python3 -c "import json,sys; h=json.load(open(sys.argv[1])); print(json.dumps({k: v for k, v in h.items() if k != 'engines'})[:1500]); print([(e.get('name'), e.get('model'), e.get('state'), e.get('gpu_memory_utilization')) for e in h.get('engines') or []])" "$WORK/health_two.json"
   grep -oE "kv.cache.memory.bytes[= ,'\"]*[0-9]+" "$WORK/service_two.log" | sort | uniq -c | head
@@ -294,12 +298,14 @@ two-models)
   $SVC first --model bert --words $MODELS/bert-ce/words.txt
   $SVC first --model qwen --words $MODELS/qwen3-rr/words.txt
   smi_start two
+  BPIDS=""
   for mm in bert:bert-ce qwen:qwen3-rr; do
     $BENCH --label "two-models, both loaded at once: $mm" --variant "service_${mm%%:*}=rerank@http://127.0.0.1:8000/v1/rerank" \
         --model ${mm%%:*} --words $MODELS/${mm##*:}/words.txt --sizes 100 --conc 64 --doc-words 100 --rounds 1 \
         --duration-s 12 --max-pairs-in-flight 16000 --budget-s 40 --json "$OUTDIR/bench_two_${mm%%:*}.json" > "$WORK/two_${mm%%:*}.txt" 2>&1 &
+    BPIDS="$BPIDS $!"
   done
-  wait
+  wait $BPIDS  # not a bare `wait`: that also waits for the nvidia-smi sampler, which never ends
   grep -v '^{' "$WORK"/two_*.txt
   smi_stop two
   svc_stop two
@@ -310,23 +316,26 @@ qwen4b)
   if [ ! -f $MODELS/qwen3-4b/config.json ]; then
     stamp "qwen4b: building a random Qwen3-4B-shape checkpoint (qwen3-rr's tokenizer) on the GPU"
     python3 - $MODELS/qwen3-rr $MODELS/qwen3-4b <<'EOF4'
-import shutil, sys, torch
+import os, shutil, sys, torch
 from transformers import AutoConfig, Qwen3ForCausalLM
 src, dst = sys.argv[1], sys.argv[2]
 cfg = AutoConfig.from_pretrained(src)
 cfg.update(dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
                 num_key_value_heads=8, head_dim=128, tie_word_embeddings=True))
+if getattr(cfg, "layer_types", None) is not None:  # one entry per layer (transformers 5)
+    cfg.layer_types = [cfg.layer_types[0]] * cfg.num_hidden_layers
 torch.set_default_dtype(torch.bfloat16)
 with torch.device("cuda"):
     model = Qwen3ForCausalLM(cfg)
 print(f"params: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B")
 model.save_pretrained(dst)
 for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "words.txt"):
-    shutil.copy(f"{src}/{f}", f"{dst}/{f}")
+    if os.path.exists(f"{src}/{f}"):  # build_models.py writes no special_tokens_map.json
+        shutil.copy(f"{src}/{f}", f"{dst}/{f}")
 EOF4
     du -sh $MODELS/qwen3-4b
   fi
-  svc_start q4b --model $MODELS/qwen3-4b --workers 2 --max-num-seqs 1024 --max-num-batched-tokens 32768 \
+  svc_start q4b --model $MODELS/qwen3-4b --model-format qwen3-reranker --workers 2 --max-num-seqs 1024 --max-num-batched-tokens 32768 \
       --gpu-memory-utilization 0.9 --max-workers 8 || continue
   E=$(engine_url q4b 0)
   smi_start q4b
