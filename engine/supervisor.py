@@ -51,6 +51,72 @@ class RestartPolicy:
         return float(min(self.cap_s, self.base_s * 2.0**n))
 
 
+class _CardStarts:
+    """The first starts of the engines of this process that share one GPU.
+
+    vLLM sizes its KV cache from the memory it sees free while it profiles, so an engine that profiles
+    while another on the card allocates sizes its cache from the other's allocations and can fail
+    ("No available memory for the cache blocks"). An out-of-memory retry therefore waits until no
+    other engine on the card is in its first start, and retries run one at a time
+    (`begin_alone`); first starts themselves run together (explicit KV budgets keep them apart,
+    gateway.topology)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._starting: set[str] = set()
+
+    def begin(self, name: str) -> None:
+        with self._cond:
+            self._starting.add(name)
+
+    def end(self, name: str) -> None:
+        with self._cond:
+            self._starting.discard(name)
+            self._cond.notify_all()
+
+    def begin_alone(self, name: str, stop: threading.Event, timeout_s: float) -> bool:
+        """Wait until no other engine on the card is starting, then count `name` as starting. False
+        (and nothing counted) when `stop` is set or `timeout_s` passes first."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._starting - {name}:
+                left = deadline - time.monotonic()
+                if stop.is_set() or left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))  # wakes on end(); the slice notices `stop`
+            self._starting.add(name)
+            return True
+
+    def starting(self) -> set[str]:
+        with self._cond:
+            return set(self._starting)
+
+
+_CARDS: dict[str | None, _CardStarts] = {}
+_CARDS_LOCK = threading.Lock()
+
+
+def card_starts(config: EngineConfig) -> _CardStarts | None:
+    """The first-start register of the GPU `config` runs on (by CUDA_VISIBLE_DEVICES; None: the
+    default card), shared by every supervisor of this process; None on CPU."""
+    if config.device == "cpu":
+        return None
+    key = dict(config.extra_env).get("CUDA_VISIBLE_DEVICES")
+    with _CARDS_LOCK:
+        return _CARDS.setdefault(key, _CardStarts())
+
+
+def _scaled_kv_budget(args: tuple[str, ...], factor: float) -> tuple[str, ...]:
+    """`args` with an explicit --kv-cache-memory-bytes scaled by `factor` (unchanged without one)."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--kv-cache-memory-bytes" and i + 1 < len(out) and out[i + 1].isdigit():
+            out[i + 1] = str(int(int(out[i + 1]) * factor))
+        elif a.startswith("--kv-cache-memory-bytes=") and a.split("=", 1)[1].isdigit():
+            out[i] = f"--kv-cache-memory-bytes={int(int(a.split('=', 1)[1]) * factor)}"
+    return tuple(out)
+
+
 class EngineSupervisor:
     """Owns one `EngineProcess` and keeps it running."""
 
@@ -300,31 +366,51 @@ class EngineSupervisor:
         self._set(EngineState.RESTARTING)  # out of rotation before the (slow) kill
         proc.stop(1.0)
 
+    def _retry_smaller(self, card: _CardStarts) -> None:
+        """Before the one out-of-memory retry: less memory (the share, and an explicit KV budget with it),
+        and a start alone on the card, once every other engine there is past its own first start."""
+        util = self.config.gpu_memory_utilization or 0.92
+        lower = round(max(0.1, util - 0.15), 2)
+        others = sorted(card.starting() - {self.config.name})
+        log.warning(
+            "engine_oom_retry name=%s gpu_memory_utilization %.2f -> %.2f%s",
+            self.config.name,
+            util,
+            lower,
+            f" (after {', '.join(others)} started)" if others else "",
+        )
+        self.config = self.config.with_(
+            gpu_memory_utilization=lower, extra_args=_scaled_kv_budget(self.config.extra_args, lower / util)
+        )
+        if not card.begin_alone(self.config.name, self._stop, self.ready_timeout_s) and not self._stop.is_set():
+            card.begin(self.config.name)  # waited its whole start budget: retry anyway (end() follows)
+
     def _run(self) -> None:
         first = True
         oom_retried = False
+        card = card_starts(self.config)
         client, self._base = sync_client(self.config.url, timeout=httpx.Timeout(2.0, connect=1.0))
         with client:
             while not self._stop.is_set():
                 self._set(EngineState.STARTING if first else EngineState.RESTARTING)
-                proc = self._spawn()
-                err = self._wait_ready(proc, client)
+                if card is not None and first and not oom_retried:
+                    card.begin(self.config.name)  # a retry counted itself in begin_alone
+                try:
+                    proc = self._spawn()
+                    err = self._wait_ready(proc, client)
+                finally:
+                    if card is not None and first:
+                        card.end(self.config.name)
                 if self._stop.is_set():
                     break
                 if err is not None:
                     proc.stop(2.0)
                     self.last_error = err.message
-                    if first and err.cause == "out_of_memory" and self.config.device != "cpu" and not oom_retried:
-                        util = self.config.gpu_memory_utilization or 0.92
-                        lower = round(max(0.1, util - 0.15), 2)
-                        log.warning(
-                            "engine_oom_retry name=%s gpu_memory_utilization %.2f -> %.2f",
-                            self.config.name,
-                            util,
-                            lower,
-                        )
-                        self.config = self.config.with_(gpu_memory_utilization=lower)
+                    if first and err.cause == "out_of_memory" and card is not None and not oom_retried:
+                        self._retry_smaller(card)
                         oom_retried = True
+                        if self._stop.is_set():
+                            break
                         continue
                     if first:
                         log.error("engine_start_failed name=%s cause=%s %s", self.config.name, err.cause, err.message)

@@ -17,6 +17,10 @@ Never use it to prove features work: its scores are constants. It accepts vLLM's
   --score-gate FILE     /score answers only once FILE exists (requests stay in flight until then)
   --ignore-sigterm      ignore SIGTERM (the supervisor must SIGKILL the group)
   --oom-above F         fail to start like a CUDA OOM when --gpu-memory-utilization > F
+  --oom-first DIR       the first start of each engine (by port or socket) fails like vLLM's KV-cache
+                        sizing when others allocate ("No available memory for the cache blocks"), after
+                        --start-delay; later starts succeed
+  --start-log FILE      append one JSON line per start: engine, attempt, start and end (time.time())
 
 The supervisor's warm-up requests (header x-vllm-rerank-warmup) are answered at once and not counted:
 the faults above apply to the requests a test sends.
@@ -61,6 +65,8 @@ def main() -> None:
     p.add_argument("--score-gate", default=None)
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--oom-above", type=float, default=None)
+    p.add_argument("--oom-first", default=None)
+    p.add_argument("--start-log", default=None)
     p.add_argument("--gpu-memory-utilization", type=float, default=0.92)
     args, _ = p.parse_known_args()
 
@@ -76,8 +82,31 @@ def main() -> None:
     if args.never_ready:
         while True:
             time.sleep(3600)
+    t0 = time.time()
     time.sleep(args.start_delay)
     wait_for_file(args.start_gate)
+    engine = args.uds or str(args.port)
+    first = False
+    if args.oom_first is not None:
+        marker = os.path.join(args.oom_first, engine.replace("/", "_") + ".tried")
+        first = not os.path.exists(marker)
+        if first:
+            open(marker, "w").close()
+    if args.start_log is not None:
+        line = {
+            "engine": engine,
+            "attempt": 1 if first else 2,
+            "start": t0,
+            "end": time.time(),
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+        }
+        with open(args.start_log, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    if first:
+        print(
+            "ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization`", flush=True
+        )
+        sys.exit(1)
     count = {"score": 0}
     lock = threading.Lock()
 

@@ -5,6 +5,8 @@ Scores are never asserted here: the fake is for faults only."""
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
+import json
 import shlex
 import subprocess
 import sys
@@ -188,6 +190,31 @@ def test_client_disconnect_cancels_engine_work() -> None:
 
         wait_until(cancelled, 10, message="the disconnect was never counted, or its pairs stay in flight")
         assert time.monotonic() - t0 < 4, "not cancelled: the fake's 5 s answer came first"
+
+
+def test_out_of_memory_retries_on_a_shared_card_run_alone(tmp_path: Path) -> None:
+    """Issue 20: engines that start together on one card and all fail the KV-cache sizing retry one at a
+    time, each after every other engine's first start has ended (a retry that profiles while another
+    allocates fails the same way, and the service used to exit)."""
+    log = tmp_path / "starts.jsonl"
+    flags = ("--oom-first", str(tmp_path), "--start-log", str(log), "--start-delay", "1.0")
+    args = [*fake(*flags), "--device", "cuda", "--engine-replicas", "3", "--gpu-memory-utilization", "0.9"]
+    with ServiceProcess(args, name="oom-shared") as svc:
+
+        def all_ready() -> bool:  # /health says 200 once one engine serves; the retries come one by one
+            return [e["state"] for e in svc.health()[1]["engines"]] == ["ready"] * 3
+
+        wait_until(all_ready, 90, message="the three engines never all became ready")
+        health = svc.health()[1]
+        assert {e["gpu_memory_utilization"] for e in health["engines"]} == {0.15}  # 0.9 / 3 = 0.30 -> 0.15
+        assert svc.log_tail(400).count("engine_oom_retry") == 3
+    starts = [json.loads(line) for line in log.read_text().splitlines()]
+    firsts = [s for s in starts if s["attempt"] == 1]
+    retries = sorted((s for s in starts if s["attempt"] == 2), key=lambda s: s["start"])
+    assert len(firsts) == 3 and len(retries) == 3, starts
+    assert min(r["start"] for r in retries) >= max(f["end"] for f in firsts), starts
+    for before, after in itertools.pairwise(retries):
+        assert after["start"] >= before["end"], f"two retries overlapped: {before} {after}"
 
 
 def test_out_of_memory_start_is_retried_once_with_less_gpu_memory() -> None:

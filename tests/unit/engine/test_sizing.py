@@ -90,3 +90,16 @@ def test_vllms_copy_loads_from_its_file_without_importing_vllm() -> None:
     module = sizing._vllm_pynvml()
     assert hasattr(module, "nvmlDeviceGetMemoryInfo")
     assert ("vllm" in sys.modules) == before
+
+
+def test_an_out_of_memory_retry_scales_an_explicit_kv_budget_with_the_share() -> None:
+    from engine.supervisor import _scaled_kv_budget
+
+    assert _scaled_kv_budget(("--kv-cache-memory-bytes", "1000", "--seed", "1"), 0.5) == (
+        "--kv-cache-memory-bytes",
+        "500",
+        "--seed",
+        "1",
+    )
+    assert _scaled_kv_budget(("--kv-cache-memory-bytes=1000",), 0.75) == ("--kv-cache-memory-bytes=750",)
+    assert _scaled_kv_budget(("--seed", "1"), 0.5) == ("--seed", "1")
