@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field, replace
@@ -21,7 +22,15 @@ from engine.logs import EngineLogLevel
 from engine.snapshot import EngineArgs
 from engine.transport import unix_url
 
-__all__ = ["QWEN3_TEMPLATE", "TEMPLATE_DIR", "EngineConfig", "LaunchMode", "detect_device", "detect_launch_mode"]
+__all__ = [
+    "QWEN3_TEMPLATE",
+    "TEMPLATE_DIR",
+    "EngineConfig",
+    "LaunchMode",
+    "detect_device",
+    "detect_launch_mode",
+    "human_int",
+]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 QWEN3_TEMPLATE = TEMPLATE_DIR / "qwen3_reranker.jinja"
@@ -67,6 +76,23 @@ def detect_device() -> str:
     if importlib.util.find_spec("vllm") is None:
         return "cpu"
     return "cuda"
+
+
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def human_int(value: str) -> int | None:
+    """An integer as vLLM's `human_readable_int` reads it ("8G" = 8 * 2**30, "25.6k" = 25,600, "7"); None
+    for what it would not read as a count ("auto", -1, anything else)."""
+    text = value.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT])", text)
+    if match:
+        number, suffix = match.groups()
+        if suffix in _DECIMAL:
+            return int(float(number) * _DECIMAL[suffix])
+        return int(number) * _BINARY[suffix] if number.isdigit() else None
+    return int(text) if text.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -136,17 +162,24 @@ class EngineConfig:
             value = self._passed(flag)
             return current if value is None else value
 
+        def given_int(*flags: str, current: int | None) -> int | None:
+            """An integer flag as vLLM reads it ("8G", "25.6k" included); one it cannot read counts as not
+            known (None) rather than failing the snapshot."""
+            values = [v for v in map(self._passed, flags) if v is not None]
+            return current if not values else human_int(values[0])
+
         gpu = self.gpu_memory_utilization if self.device != "cpu" else None
         return EngineArgs.model_validate(
             {
-                "max_model_len": given("--max-model-len", self.max_model_len),
-                "max_num_seqs": given("--max-num-seqs", self.max_num_seqs),
-                "max_num_batched_tokens": given("--max-num-batched-tokens", self.max_num_batched_tokens),
+                "max_model_len": given_int("--max-model-len", current=self.max_model_len),
+                "max_num_seqs": given_int("--max-num-seqs", current=self.max_num_seqs),
+                "max_num_batched_tokens": given_int("--max-num-batched-tokens", current=self.max_num_batched_tokens),
                 "gpu_memory_utilization": given("--gpu-memory-utilization", gpu),
-                "tensor_parallel_size": given("--tensor-parallel-size", self.tensor_parallel_size),
+                "tensor_parallel_size": given_int("--tensor-parallel-size", "-tp", current=self.tensor_parallel_size)
+                or self.tensor_parallel_size,
                 "dtype": given("--dtype", self.dtype),
-                "kv_cache_memory_bytes": given("--kv-cache-memory-bytes", None),
-                "api_server_count": given("--api-server-count", None),
+                "kv_cache_memory_bytes": given_int("--kv-cache-memory-bytes", current=None),
+                "api_server_count": given_int("--api-server-count", "-asc", current=None),
             }
         )
 

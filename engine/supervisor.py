@@ -11,6 +11,7 @@ stage its own output has reached (engine.logs) and the time elapsed.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import httpx
 
-from engine.config import EngineConfig
+from engine.config import EngineConfig, human_int
 from engine.errors import EngineStartError
 from engine.process import EngineProcess, classify_failure, exit_cause
 from engine.snapshot import EngineSnapshot, EngineState
@@ -52,68 +53,72 @@ class RestartPolicy:
 
 
 class _CardStarts:
-    """The first starts of the engines of this process that share one GPU.
+    """The first starts of this process's engines, by the GPUs each runs on.
 
     vLLM sizes its KV cache from the memory it sees free while it profiles, so an engine that profiles
-    while another on the card allocates sizes its cache from the other's allocations and can fail
+    while another on its card allocates sizes its cache from the other's allocations and can fail
     ("No available memory for the cache blocks"). An out-of-memory retry therefore waits until no
-    other engine on the card is in its first start, and retries run one at a time
-    (`begin_alone`); first starts themselves run together (explicit KV budgets keep them apart,
-    gateway.topology)."""
+    other engine that shares a card with it is in its first start, and such retries run one at a
+    time (`begin_alone`); first starts themselves run together (explicit KV budgets keep them
+    apart, gateway.topology)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._starting: set[str] = set()
+        self._starting: dict[str, frozenset[str]] = {}  # engine name -> its cards
 
-    def begin(self, name: str) -> None:
+    def begin(self, name: str, cards: frozenset[str]) -> None:
         with self._cond:
-            self._starting.add(name)
+            self._starting[name] = cards
 
     def end(self, name: str) -> None:
         with self._cond:
-            self._starting.discard(name)
+            self._starting.pop(name, None)
             self._cond.notify_all()
 
-    def begin_alone(self, name: str, stop: threading.Event, timeout_s: float) -> bool:
-        """Wait until no other engine on the card is starting, then count `name` as starting. False
-        (and nothing counted) when `stop` is set or `timeout_s` passes first."""
+    def others(self, name: str, cards: frozenset[str]) -> list[str]:
+        """The other engines in their first start on any of `cards`."""
+        with self._cond:
+            return sorted(n for n, c in self._starting.items() if n != name and c & cards)
+
+    def begin_alone(self, name: str, cards: frozenset[str], stop: threading.Event, timeout_s: float) -> bool:
+        """Wait until no other engine on `cards` is starting, then count `name` as starting. False (and
+        nothing counted) when `stop` is set or `timeout_s` passes first."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._starting - {name}:
+            while True:
+                if stop.is_set():
+                    return False
+                if not any(n != name and c & cards for n, c in self._starting.items()):
+                    self._starting[name] = cards
+                    return True
                 left = deadline - time.monotonic()
-                if stop.is_set() or left <= 0:
+                if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.5))  # wakes on end(); the slice notices `stop`
-            self._starting.add(name)
-            return True
-
-    def starting(self) -> set[str]:
-        with self._cond:
-            return set(self._starting)
 
 
-_CARDS: dict[str | None, _CardStarts] = {}
-_CARDS_LOCK = threading.Lock()
+_STARTS = _CardStarts()  # one per process: every supervisor here
 
 
-def card_starts(config: EngineConfig) -> _CardStarts | None:
-    """The first-start register of the GPU `config` runs on (by CUDA_VISIBLE_DEVICES; None: the
-    default card), shared by every supervisor of this process; None on CPU."""
+def engine_cards(config: EngineConfig) -> frozenset[str] | None:
+    """The GPUs an engine runs on, as CUDA_VISIBLE_DEVICES entries (its own, else the service's, else
+    GPU indexes): the first `tensor_parallel_size` of them. None on CPU."""
     if config.device == "cpu":
         return None
-    key = dict(config.extra_env).get("CUDA_VISIBLE_DEVICES")
-    with _CARDS_LOCK:
-        return _CARDS.setdefault(key, _CardStarts())
+    visible = dict(config.extra_env).get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
+    entries = [v.strip() for v in visible.split(",") if v.strip()] if visible is not None else []
+    tp = max(1, config.tensor_parallel_size)
+    return frozenset(entries[:tp] if entries else (str(i) for i in range(tp)))
 
 
 def _scaled_kv_budget(args: tuple[str, ...], factor: float) -> tuple[str, ...]:
     """`args` with an explicit --kv-cache-memory-bytes scaled by `factor` (unchanged without one)."""
     out = list(args)
     for i, a in enumerate(out):
-        if a == "--kv-cache-memory-bytes" and i + 1 < len(out) and out[i + 1].isdigit():
-            out[i + 1] = str(int(int(out[i + 1]) * factor))
-        elif a.startswith("--kv-cache-memory-bytes=") and a.split("=", 1)[1].isdigit():
-            out[i] = f"--kv-cache-memory-bytes={int(int(a.split('=', 1)[1]) * factor)}"
+        if a == "--kv-cache-memory-bytes" and i + 1 < len(out) and (n := human_int(out[i + 1])) is not None:
+            out[i + 1] = str(int(n * factor))
+        elif a.startswith("--kv-cache-memory-bytes=") and (n := human_int(a.split("=", 1)[1])) is not None:
+            out[i] = f"--kv-cache-memory-bytes={int(n * factor)}"
     return tuple(out)
 
 
@@ -366,50 +371,64 @@ class EngineSupervisor:
         self._set(EngineState.RESTARTING)  # out of rotation before the (slow) kill
         proc.stop(1.0)
 
-    def _retry_smaller(self, card: _CardStarts) -> None:
+    def _retry_smaller(self, cards: frozenset[str]) -> bool:
         """Before the one out-of-memory retry: less memory (the share, and an explicit KV budget with it),
-        and a start alone on the card, once every other engine there is past its own first start."""
+        and a start alone on its cards, once every other engine there is past its own first start.
+        False when the supervisor was stopped meanwhile (nothing counted as starting then)."""
         util = self.config.gpu_memory_utilization or 0.92
         lower = round(max(0.1, util - 0.15), 2)
-        others = sorted(card.starting() - {self.config.name})
+        others = _STARTS.others(self.config.name, cards)
         log.warning(
             "engine_oom_retry name=%s gpu_memory_utilization %.2f -> %.2f%s",
             self.config.name,
             util,
             lower,
-            f" (after {', '.join(others)} started)" if others else "",
+            f" (once {', '.join(others)} started)" if others else "",
         )
         self.config = self.config.with_(
             gpu_memory_utilization=lower, extra_args=_scaled_kv_budget(self.config.extra_args, lower / util)
         )
-        if not card.begin_alone(self.config.name, self._stop, self.ready_timeout_s) and not self._stop.is_set():
-            card.begin(self.config.name)  # waited its whole start budget: retry anyway (end() follows)
+        if _STARTS.begin_alone(self.config.name, cards, self._stop, self.ready_timeout_s):
+            return True
+        if self._stop.is_set():
+            return False
+        _STARTS.begin(self.config.name, cards)  # waited a whole start budget: retry anyway (end() follows)
+        return True
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            _STARTS.end(self.config.name)  # however the loop ended: no longer counted as starting
+
+    def _loop(self) -> None:
         first = True
         oom_retried = False
-        card = card_starts(self.config)
+        cards = engine_cards(self.config)
         client, self._base = sync_client(self.config.url, timeout=httpx.Timeout(2.0, connect=1.0))
         with client:
             while not self._stop.is_set():
                 self._set(EngineState.STARTING if first else EngineState.RESTARTING)
-                if card is not None and first and not oom_retried:
-                    card.begin(self.config.name)  # a retry counted itself in begin_alone
+                if cards is not None and first and not oom_retried:
+                    _STARTS.begin(self.config.name, cards)  # a retry counted itself in _retry_smaller
                 try:
                     proc = self._spawn()
                     err = self._wait_ready(proc, client)
+                    if err is not None:
+                        proc.stop(2.0)  # its memory is free before another engine's retry sizes its cache
                 finally:
-                    if card is not None and first:
-                        card.end(self.config.name)
+                    if cards is not None and first:
+                        _STARTS.end(self.config.name)
                 if self._stop.is_set():
                     break
                 if err is not None:
-                    proc.stop(2.0)
                     self.last_error = err.message
-                    if first and err.cause == "out_of_memory" and card is not None and not oom_retried:
-                        self._retry_smaller(card)
+                    if first and err.cause == "out_of_memory" and cards is not None and not oom_retried:
                         oom_retried = True
+                        if not self._retry_smaller(cards):
+                            break  # stopped while it waited
                         if self._stop.is_set():
+                            _STARTS.end(self.config.name)
                             break
                         continue
                     if first:

@@ -197,14 +197,15 @@ def test_out_of_memory_retries_on_a_shared_card_run_alone(tmp_path: Path) -> Non
     time, each after every other engine's first start has ended (a retry that profiles while another
     allocates fails the same way, and the service used to exit)."""
     log = tmp_path / "starts.jsonl"
-    flags = ("--oom-first", str(tmp_path), "--start-log", str(log), "--start-delay", "1.0")
+    flags = ("--oom-first", str(tmp_path), "--start-log", str(log), "--start-delay", "2.0")
     args = [*fake(*flags), "--device", "cuda", "--engine-replicas", "3", "--gpu-memory-utilization", "0.9"]
+    args += ["--ready-timeout", "120"]  # also how long a retry may wait for the others: room for a slow box
     with ServiceProcess(args, name="oom-shared") as svc:
 
         def all_ready() -> bool:  # /health says 200 once one engine serves; the retries come one by one
             return [e["state"] for e in svc.health()[1]["engines"]] == ["ready"] * 3
 
-        wait_until(all_ready, 90, message="the three engines never all became ready")
+        wait_until(all_ready, 180, message="the three engines never all became ready")
         health = svc.health()[1]
         assert {e["gpu_memory_utilization"] for e in health["engines"]} == {0.15}  # 0.9 / 3 = 0.30 -> 0.15
         assert svc.log_tail(400).count("engine_oom_retry") == 3
