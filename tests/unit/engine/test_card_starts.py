@@ -7,22 +7,14 @@ import threading
 
 import pytest
 
-from engine import FAMILIES, EngineConfig, LaunchMode
+from engine import FAMILIES, EngineConfig
 from engine.config import human_int
 from engine.supervisor import _CardStarts, _scaled_kv_budget, engine_cards
+from tests.unit.engine.test_config import cfg as _base_cfg
 
 
 def cfg(**kw: object) -> EngineConfig:
-    base: dict[str, object] = {
-        "model": "/models/m",
-        "served_model_name": "m",
-        "port": 1,
-        "family": FAMILIES["llm-reranker"],
-        "launch": LaunchMode(("vllm", "serve"), True),
-        "device": "cuda",
-    }
-    base.update(kw)
-    return EngineConfig(**base)  # type: ignore[arg-type]
+    return _base_cfg(**{"device": "cuda", "family": FAMILIES["llm-reranker"], **kw})
 
 
 def test_a_retry_waits_for_the_other_first_starts_on_its_card() -> None:
@@ -63,11 +55,11 @@ def test_a_stopped_wait_counts_nothing_and_a_timeout_says_so() -> None:
 def test_engine_cards(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert engine_cards(cfg(device="cpu")) is None
-    assert engine_cards(cfg()) == {"0"}
-    assert engine_cards(cfg(tensor_parallel_size=2)) == {"0", "1"}
-    assert engine_cards(cfg(extra_env=(("CUDA_VISIBLE_DEVICES", "3,2"),))) == {"3"}
+    assert engine_cards(cfg()) == frozenset({"0"})
+    assert engine_cards(cfg(tensor_parallel_size=2)) == frozenset({"0", "1"})
+    assert engine_cards(cfg(extra_env=(("CUDA_VISIBLE_DEVICES", "3,2"),))) == frozenset({"3"})
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,6")
-    assert engine_cards(cfg(tensor_parallel_size=2)) == {"5", "6"}
+    assert engine_cards(cfg(tensor_parallel_size=2)) == frozenset({"5", "6"})
 
 
 def test_human_int_reads_what_vllm_reads() -> None:
