@@ -11,7 +11,6 @@ stage its own output has reached (engine.logs) and the time elapsed.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -19,8 +18,10 @@ from collections.abc import Callable
 
 import httpx
 
-from engine.config import EngineConfig, human_int
+from engine.config import EngineConfig
 from engine.errors import EngineStartError
+from engine.gpu_starts import STARTS as _STARTS
+from engine.gpu_starts import engine_cards, scaled_kv_budget
 from engine.process import EngineProcess, classify_failure, exit_cause
 from engine.snapshot import EngineSnapshot, EngineState
 from engine.transport import sync_client
@@ -50,76 +51,6 @@ class RestartPolicy:
     def delay(self) -> float:
         n = max(len(self._crashes) - 1, 0)
         return float(min(self.cap_s, self.base_s * 2.0**n))
-
-
-class _CardStarts:
-    """The first starts of this process's engines, by the GPUs each runs on.
-
-    vLLM sizes its KV cache from the memory it sees free while it profiles, so an engine that profiles
-    while another on its card allocates sizes its cache from the other's allocations and can fail
-    ("No available memory for the cache blocks"). An out-of-memory retry therefore waits until no
-    other engine that shares a card with it is in its first start, and such retries run one at a
-    time (`begin_alone`); first starts themselves run together (explicit KV budgets keep them
-    apart, gateway.topology)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._starting: dict[str, frozenset[str]] = {}  # engine name -> its cards
-
-    def begin(self, name: str, cards: frozenset[str]) -> None:
-        with self._cond:
-            self._starting[name] = cards
-
-    def end(self, name: str) -> None:
-        with self._cond:
-            self._starting.pop(name, None)
-            self._cond.notify_all()
-
-    def others(self, name: str, cards: frozenset[str]) -> list[str]:
-        """The other engines in their first start on any of `cards`."""
-        with self._cond:
-            return sorted(n for n, c in self._starting.items() if n != name and c & cards)
-
-    def begin_alone(self, name: str, cards: frozenset[str], stop: threading.Event, timeout_s: float) -> bool:
-        """Wait until no other engine on `cards` is starting, then count `name` as starting. False (and
-        nothing counted) when `stop` is set or `timeout_s` passes first."""
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while True:
-                if stop.is_set():
-                    return False
-                if not any(n != name and c & cards for n, c in self._starting.items()):
-                    self._starting[name] = cards
-                    return True
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.5))  # wakes on end(); the slice notices `stop`
-
-
-_STARTS = _CardStarts()  # one per process: every supervisor here
-
-
-def engine_cards(config: EngineConfig) -> frozenset[str] | None:
-    """The GPUs an engine runs on, as CUDA_VISIBLE_DEVICES entries (its own, else the service's, else
-    GPU indexes): the first `tensor_parallel_size` of them. None on CPU."""
-    if config.device == "cpu":
-        return None
-    visible = dict(config.extra_env).get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES"))
-    entries = [v.strip() for v in visible.split(",") if v.strip()] if visible is not None else []
-    tp = max(1, config.tensor_parallel_size)
-    return frozenset(entries[:tp] if entries else (str(i) for i in range(tp)))
-
-
-def _scaled_kv_budget(args: tuple[str, ...], factor: float) -> tuple[str, ...]:
-    """`args` with an explicit --kv-cache-memory-bytes scaled by `factor` (unchanged without one)."""
-    out = list(args)
-    for i, a in enumerate(out):
-        if a == "--kv-cache-memory-bytes" and i + 1 < len(out) and (n := human_int(out[i + 1])) is not None:
-            out[i + 1] = str(int(n * factor))
-        elif a.startswith("--kv-cache-memory-bytes=") and (n := human_int(a.split("=", 1)[1])) is not None:
-            out[i] = f"--kv-cache-memory-bytes={int(n * factor)}"
-    return tuple(out)
 
 
 class EngineSupervisor:
@@ -386,7 +317,7 @@ class EngineSupervisor:
             f" (once {', '.join(others)} started)" if others else "",
         )
         self.config = self.config.with_(
-            gpu_memory_utilization=lower, extra_args=_scaled_kv_budget(self.config.extra_args, lower / util)
+            gpu_memory_utilization=lower, extra_args=scaled_kv_budget(self.config.extra_args, lower / util)
         )
         if _STARTS.begin_alone(self.config.name, cards, self._stop, self.ready_timeout_s):
             return True

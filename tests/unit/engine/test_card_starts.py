@@ -1,4 +1,4 @@
-"""engine.supervisor's register of first starts by GPU: an out-of-memory retry starts only once no
+"""engine.gpu_starts: the register of first starts by GPU: an out-of-memory retry starts only once no
 other engine on its cards is in its first start, and one retry at a time."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from engine import FAMILIES, EngineConfig
 from engine.config import human_int
-from engine.supervisor import _CardStarts, _scaled_kv_budget, engine_cards
+from engine.gpu_starts import CardStarts, engine_cards, scaled_kv_budget
 from tests.unit.engine.test_config import cfg as _base_cfg
 
 
@@ -18,7 +18,7 @@ def cfg(**kw: object) -> EngineConfig:
 
 
 def test_a_retry_waits_for_the_other_first_starts_on_its_card() -> None:
-    starts, stop = _CardStarts(), threading.Event()
+    starts, stop = CardStarts(), threading.Event()
     card0, card1 = frozenset({"0"}), frozenset({"1"})
     starts.begin("a", card0)
     starts.begin("other-card", card1)
@@ -41,7 +41,7 @@ def test_a_retry_waits_for_the_other_first_starts_on_its_card() -> None:
 
 
 def test_a_stopped_wait_counts_nothing_and_a_timeout_says_so() -> None:
-    starts, stop = _CardStarts(), threading.Event()
+    starts, stop = CardStarts(), threading.Event()
     starts.begin("a", frozenset({"0"}))
     stop.set()
     assert starts.begin_alone("b", frozenset({"0", "1"}), stop, 30.0) is False
@@ -86,4 +86,4 @@ def test_effective_args_read_human_ints_and_short_flags_instead_of_failing() -> 
 
 
 def test_the_retry_scales_a_human_kv_budget_too() -> None:
-    assert _scaled_kv_budget(("--kv-cache-memory-bytes", "8G"), 0.5) == ("--kv-cache-memory-bytes", str(4 * 2**30))
+    assert scaled_kv_budget(("--kv-cache-memory-bytes", "8G"), 0.5) == ("--kv-cache-memory-bytes", str(4 * 2**30))

@@ -93,7 +93,7 @@ def test_vllms_copy_loads_from_its_file_without_importing_vllm() -> None:
 
 
 def test_an_out_of_memory_retry_scales_an_explicit_kv_budget_with_the_share() -> None:
-    from engine.supervisor import _scaled_kv_budget
+    from engine.gpu_starts import scaled_kv_budget as _scaled_kv_budget
 
     assert _scaled_kv_budget(("--kv-cache-memory-bytes", "1000", "--seed", "1"), 0.5) == (
         "--kv-cache-memory-bytes",
