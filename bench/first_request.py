@@ -59,9 +59,9 @@ def _wait_ready(url: str, timeout: float, proc: subprocess.Popen[bytes] | None) 
     raise SystemExit(f"not ready after {timeout:.0f} s")
 
 
-def _rerank(client: httpx.Client, url: str, docs: list[str]) -> float:
+def _rerank(client: httpx.Client, url: str, docs: list[str], model: str = "m") -> float:
     started = time.perf_counter()
-    r = client.post(f"{url}/v2/rerank", json={"model": "m", "query": "How do cats hunt?", "documents": docs})
+    r = client.post(f"{url}/v2/rerank", json={"model": model, "query": "How do cats hunt?", "documents": docs})
     elapsed = time.perf_counter() - started
     if r.status_code != 200:
         raise SystemExit(f"rerank answered {r.status_code}: {r.text[:300]}")
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--words", type=int, default=60)
     p.add_argument("--next", type=int, default=10, help="requests after the first")
     p.add_argument("--ready-timeout", type=float, default=600)
+    p.add_argument("--model", default="m", help="the model the requests name (several models: which one)")
     args = p.parse_args(argv)
     if not args.url and not args.start:
         p.error("give --url or --start")
@@ -96,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         took = _wait_ready(url, args.ready_timeout, proc)
         with httpx.Client(timeout=300) as client:
-            first = _rerank(client, url, _docs(args.docs, args.words, 0))
-            rest = [_rerank(client, url, _docs(args.docs, args.words, k + 1)) for k in range(args.next)]
+            first = _rerank(client, url, _docs(args.docs, args.words, 0), args.model)
+            rest = [_rerank(client, url, _docs(args.docs, args.words, k + 1), args.model) for k in range(args.next)]
     finally:
         if proc is not None:
             os.killpg(proc.pid, signal.SIGTERM)
