@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 
 import httpx
@@ -21,8 +20,9 @@ import httpx
 from engine.config import EngineConfig
 from engine.errors import EngineStartError
 from engine.gpu_starts import STARTS as _STARTS
-from engine.gpu_starts import engine_cards, scaled_kv_budget
+from engine.gpu_starts import engine_cards, smaller
 from engine.process import EngineProcess, classify_failure, exit_cause
+from engine.restart import RestartPolicy
 from engine.snapshot import EngineSnapshot, EngineState
 from engine.transport import sync_client
 from engine.warmup import Warmup, warm_up
@@ -30,27 +30,6 @@ from engine.warmup import Warmup, warm_up
 __all__ = ["EngineSupervisor", "RestartPolicy"]
 
 log = logging.getLogger("vllm_rerank.engine")
-
-
-class RestartPolicy:
-    """Capped exponential backoff; more than `max_crashes` within `window_s` is fatal."""
-
-    def __init__(self, *, base_s: float = 1.0, cap_s: float = 30.0, max_crashes: int = 5, window_s: float = 300.0):
-        self.base_s, self.cap_s, self.max_crashes, self.window_s = base_s, cap_s, max_crashes, window_s
-        self._crashes: deque[float] = deque()
-
-    def record_crash(self, now: float) -> None:
-        self._crashes.append(now)
-        while self._crashes and now - self._crashes[0] > self.window_s:
-            self._crashes.popleft()
-
-    @property
-    def exhausted(self) -> bool:
-        return len(self._crashes) > self.max_crashes
-
-    def delay(self) -> float:
-        n = max(len(self._crashes) - 1, 0)
-        return float(min(self.cap_s, self.base_s * 2.0**n))
 
 
 class EngineSupervisor:
@@ -303,27 +282,21 @@ class EngineSupervisor:
         proc.stop(1.0)
 
     def _retry_smaller(self, cards: frozenset[str]) -> bool:
-        """Before the one out-of-memory retry: less memory (the share, and an explicit KV budget with it),
-        and a start alone on its cards, once every other engine there is past its own first start.
-        False when the supervisor was stopped meanwhile (nothing counted as starting then)."""
-        util = self.config.gpu_memory_utilization or 0.92
-        lower = round(max(0.1, util - 0.15), 2)
+        """Before the one out-of-memory retry: less memory, and a start alone on its cards once every other
+        engine there is past its own first start. False when stopped meanwhile (nothing counted then)."""
+        before, self.config = self.config.gpu_memory_utilization or 0.92, smaller(self.config)
         others = _STARTS.others(self.config.name, cards)
         log.warning(
             "engine_oom_retry name=%s gpu_memory_utilization %.2f -> %.2f%s",
             self.config.name,
-            util,
-            lower,
+            before,
+            self.config.gpu_memory_utilization,
             f" (once {', '.join(others)} started)" if others else "",
         )
-        self.config = self.config.with_(
-            gpu_memory_utilization=lower, extra_args=scaled_kv_budget(self.config.extra_args, lower / util)
-        )
-        if _STARTS.begin_alone(self.config.name, cards, self._stop, self.ready_timeout_s):
-            return True
-        if self._stop.is_set():
-            return False
-        _STARTS.begin(self.config.name, cards)  # waited a whole start budget: retry anyway (end() follows)
+        if not _STARTS.begin_alone(self.config.name, cards, self._stop, self.ready_timeout_s):
+            if self._stop.is_set():
+                return False
+            _STARTS.begin(self.config.name, cards)  # waited a whole start budget: retry anyway (end() follows)
         return True
 
     def _run(self) -> None:
@@ -358,10 +331,7 @@ class EngineSupervisor:
                         oom_retried = True
                         if not self._retry_smaller(cards):
                             break  # stopped while it waited
-                        if self._stop.is_set():
-                            _STARTS.end(self.config.name)
-                            break
-                        continue
+                        continue  # (stopped after: the loop ends, _run's finally uncounts it)
                     if first:
                         log.error("engine_start_failed name=%s cause=%s %s", self.config.name, err.cause, err.message)
                         self.start_error = err
