@@ -10,7 +10,7 @@
 #                            group, py-spy profiles of a gateway worker / engine API server / EngineCore
 #   run_gpu.sh qwen          service (qwen3-rr, preset overrides + template, sized GPU memory): A/B + MFU
 #   run_gpu.sh qwen-replicas service with qwen3-rr over --engine-replicas 4 (QWEN_REPLICA_SPECS) vs one engine
-#   run_gpu.sh defaults-bert / defaults-qwen   issue 20: --model only (auto replicas/workers/KV budget): what
+#   run_gpu.sh defaults-bert / defaults-qwen / defaults-qwen-tokens (DEF_TOKENS)   issue 20: --model only (auto replicas/workers/KV budget): what
 #                            /health resolved, first request vs next ten, one engine vs service at conc 64/128
 #   run_gpu.sh two-models    --model bert=bert-ce --model qwen=qwen3-rr: /health per model, both loaded at once
 #   run_gpu.sh qwen4b        a Qwen3-4B-shape checkpoint (built on the GPU) with the origin guide's recipe: service vs direct
@@ -256,14 +256,19 @@ levers)
     svc_stop $tag
   done
   ;;
-defaults-bert|defaults-qwen)
-  # issue 20: the defaults (auto replicas, auto workers, KV budgets) with no sizing flags at all
-  m=bert-ce; [ $phase = defaults-qwen ] && m=qwen3-rr
-  [ $(left) -lt 150 ] && { stamp "skip $phase: time"; continue; }
-  stamp "$phase: service with --model $MODELS/$m and the defaults"
+defaults-bert|defaults-qwen|defaults-qwen-tokens)
+  # issue 20: the defaults (auto replicas, auto workers, KV budgets) with no sizing flags at all;
+  # defaults-qwen-tokens: the same plus --max-num-batched-tokens T, for each T in DEF_TOKENS (default 32768)
+  m=bert-ce; [ $phase != defaults-bert ] && m=qwen3-rr
+  runs=$phase; [ $phase = defaults-qwen-tokens ] && runs=$(for t in ${DEF_TOKENS:-32768}; do echo -n "defaults-qwen-t$t "; done)
+  for tag in $runs; do
+  tok=(); [[ $tag == defaults-qwen-t* ]] && tok=(--max-num-batched-tokens ${tag#defaults-qwen-t})
+  [ $(left) -lt 150 ] && { stamp "skip $tag: time"; continue; }
+  stamp "$tag: service with --model $MODELS/$m and the defaults ${tok[*]}"
   TS=$(date +%s)
   fmt=(); [ $m = qwen3-rr ] && fmt=(--model-format qwen3-reranker)  # a random checkpoint has no reranker name to detect
-  svc_start $phase --model $MODELS/$m "${fmt[@]}" || continue
+  phase=$tag
+  svc_start $phase --model $MODELS/$m "${fmt[@]}" "${tok[@]}" || continue
   echo "start to all engines ready: $(( $(date +%s) - TS )) s"
   python3 - "$WORK/health_$phase.json" <<'EOF2'
 import json, sys
@@ -272,6 +277,7 @@ print("defaults resolved:", json.dumps({k: v for k, v in h.items() if k != "engi
 print("engines:", len(h.get("engines") or []), [(e.get("name"), e.get("state"), e.get("gpu_memory_utilization")) for e in h.get("engines") or []])
 EOF2
   grep -oE "kv.cache.memory.bytes[= ,'\"]*[0-9]+|Available KV cache memory: [0-9.]+ GiB|GPU KV cache size: [0-9,]+ tokens|No available memory[^\"]*" "$WORK/service_$phase.log" | sort | uniq -c | head -12
+  grep -oE "max_num_batched_tokens[=:' ]+[0-9]+|chunked_prefill[a-z_]*[=:' ]+[A-Za-z]+" "$WORK/service_$phase.log" | sort | uniq -c | head -4
   $SVC first --model $m --words $MODELS/$m/words.txt --n 100 --doc-words 100
   E=$(engine_url $phase 0); kind=rerank; [ $m = qwen3-rr ] && kind=score
   smi_start $phase
@@ -283,6 +289,7 @@ EOF2
   smi_stop $phase
   [ $m = qwen3-rr ] && [ $(left) -gt 60 ] && mfu_window $phase $m $MODELS/$m/words.txt $MODELS/$m/config.json
   svc_stop $phase
+  done
   ;;
 two-models)
   [ $(left) -lt 170 ] && { stamp "skip two-models: time"; continue; }

@@ -38,10 +38,15 @@ def get(url: str, timeout: float = 3.0) -> tuple[int, dict | None]:
         return 0, None
 
 
+_SPLIT = ("x-tokenization-time", "x-queue-time", "x-inference-time", "x-total-time")
+LAST_SPLIT: list[str] = []  # the last answer's timing headers (_SPLIT order; "-" where absent)
+
+
 def post(url: str, body: dict, timeout: float = 60.0) -> tuple[int, str]:
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
+            LAST_SPLIT[:] = [r.headers.get(h) or "-" for h in _SPLIT]
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -161,16 +166,22 @@ def cmd_first(a: argparse.Namespace) -> int:
     with open(a.words) as f:
         words = [w.strip() for w in f if w.strip()]
     rng = random.Random(11)
-    times = []
+    times, splits = [], []
     for i in range(11):
         q = " ".join(rng.choices(words, k=12))
         docs = [" ".join(rng.choices(words, k=a.doc_words)) for _ in range(a.n)]
         t = time.perf_counter()
         code, text = post(a.url + "/v1/rerank", {"model": a.model, "query": q, "documents": docs}, timeout=120)
         times.append(time.perf_counter() - t)
+        splits.append("/".join(LAST_SPLIT))
         if code != 200:
             print(f"first: request {i} answered {code}: {text[:300]}")
             return 1
+    # where each request's time went, as the gateway reports it (ms): tokenization/queue/inference/total
+    print(
+        "first: ms (client) [gateway tokenization/queue/inference/total ms]:",
+        ", ".join(f"{t * 1000:.0f} [{sp}]" for t, sp in zip(times, splits, strict=True)),
+    )
     med = statistics.median(times[1:])
     verdict = "OK (<= 2x)" if times[0] <= 2 * med else "SLOW (> 2x)"
     print(
