@@ -251,7 +251,7 @@ def info_body(rt: Runtime) -> dict[str, Any]:
         "version": VERSION,
         "device": rt.topology.device,
         "max_client_batch_size": settings.max_documents,
-        "max_batch_tokens": settings.max_num_batched_tokens,
+        "max_batch_tokens": settings.max_num_batched_tokens or rt.topology.models[0].max_num_batched_tokens,
         "max_num_seqs": settings.max_num_seqs,
         "max_body_bytes": settings.max_body_bytes,
         "request_timeout_s": settings.request_timeout,

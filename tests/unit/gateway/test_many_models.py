@@ -320,3 +320,26 @@ def test_gpu_defaults_resolve_replicas_workers_and_kv_budgets(tmp_path: Path) ->
     bert = plan_topology(Settings(), device="cuda", cpu_count=16)
     assert (len(bert.engines), bert.workers, {e.kv_cache_bytes for e in bert.engines}) == (8, 8, {None})
     assert plan_topology(Settings(workers=3), device="cuda", cpu_count=16).workers == 3
+
+
+def test_llm_replicas_sharing_a_card_get_larger_engine_steps(tmp_path: Path) -> None:
+    """6 Qwen3-0.6B engines on one card: 32,768 batched tokens each (+6% pairs/s on an H100, measured);
+    a user's value, one engine on its card, an encoder model and CPU keep vLLM's own default."""
+
+    def tokens(s: Settings, **kw: Any) -> set[int | None]:
+        topo = plan_topology(s, **{"device": "cuda", "cpu_count": 16, "gpu_bytes": 80 * 2**30, **kw})
+        return {c.max_num_batched_tokens for c in engine_configs(s, topo, [9001 + i for i in range(len(topo.engines))])}
+
+    qwen = _qwen_dir(tmp_path, QWEN_06B)
+    s = Settings(model=(qwen,), model_format="qwen3-reranker")
+    assert tokens(s) == {32_768}
+    (cfg, *_) = engine_configs(
+        s, topo := plan_topology(s, device="cuda", cpu_count=16, gpu_bytes=80 * 2**30), [9001] * 6
+    )
+    assert cfg.argv()[cfg.argv().index("--max-num-batched-tokens") + 1] == "32768"
+    assert topo.models[0].max_num_batched_tokens == 32_768
+    assert tokens(s.replace(max_num_batched_tokens=4096)) == {4096}
+    assert tokens(s.replace(vllm_args=("--max-num-batched-tokens=16k",))) == {None}
+    assert tokens(s.replace(engine_replicas=1)) == {None}  # one engine on its card: no KV budget planned
+    assert tokens(s, device="cpu") == {None}
+    assert tokens(Settings()) == {None}  # BERT-class replicas: not measured, vLLM's default
