@@ -73,7 +73,7 @@ def build_parser(prog: str = "start_service.py") -> argparse.ArgumentParser:
     )
     for opt in OPTIONS:
         default = Settings.model_fields[opt.field].default
-        shown = f"{opt.help} [env {opt.env}; default {default!r}]"
+        shown = f"{opt.help} [env {opt.env}; default {default!r}]".replace("%", "%%")  # argparse formats help
         if opt.kind is bool:
             parser.add_argument(
                 opt.flag, dest=opt.field, action=argparse.BooleanOptionalAction, default=None, help=shown

@@ -60,7 +60,11 @@ class SettingsFields(BaseSettings):
         256, "MAX_NUM_SEQS", "vLLM --max-num-seqs: (query, document) pairs scheduled at once.", ge=1
     )
     max_num_batched_tokens: int | None = opt(
-        None, "MAX_NUM_BATCHED_TOKENS", "vLLM --max-num-batched-tokens per engine step.", ge=1
+        None,
+        "MAX_NUM_BATCHED_TOKENS",
+        "vLLM --max-num-batched-tokens per engine step. Unset: vLLM's default, except 32768 for an LLM "
+        "reranker whose engines share a GPU (replicas: 1.06x the pairs/s, measured with the Qwen3-Reranker-0.6B shape).",
+        ge=1,
     )
     gpu_memory_utilization: float | None = opt(
         None,
