@@ -63,7 +63,8 @@ class SettingsFields(BaseSettings):
         None,
         "MAX_NUM_BATCHED_TOKENS",
         "vLLM --max-num-batched-tokens per engine step. Unset: vLLM's default, except 32768 for an LLM "
-        "reranker whose engines share a GPU (replicas: 1.06x the pairs/s, measured with the Qwen3-Reranker-0.6B shape).",
+        "reranker whose engines share a GPU (replicas: 1.06x the pairs/s, measured with the "
+        "Qwen3-Reranker-0.6B shape).",
         ge=1,
     )
     gpu_memory_utilization: float | None = opt(
