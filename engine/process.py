@@ -105,8 +105,11 @@ _SHM = "/dev/shm/"
 def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
     """The /dev/shm files (POSIX shared memory, named semaphores) that the processes of group `pgid`
     have mapped or open. vLLM unlinks its message-queue segments on a clean exit; a SIGKILLed
-    EngineCore or worker cannot, and every such kill leaves hundreds of MB of segments behind."""
+    EngineCore or worker cannot, and every such kill leaves hundreds of MB of segments behind.
+    Also the named semaphores loky (joblib) makes in vLLM's CPU worker, `sem.loky-PID-*`: they carry
+    their maker's pid, are not kept open, and outlive even a clean stop."""
     found: set[str] = set()
+    members: list[str] = []
     try:
         pids = [d for d in os.listdir(proc_root) if d.isdigit()]
     except OSError:
@@ -117,6 +120,7 @@ def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
                 # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses, split after the last ")"
                 if int(stat.read().rsplit(b")", 1)[1].split()[2]) != pgid:
                     continue
+            members.append(pid)
             with open(f"{proc_root}/{pid}/maps") as maps:
                 found.update(line[line.index(_SHM) :].strip() for line in maps if _SHM in line)
             for fd in os.listdir(f"{proc_root}/{pid}/fd"):
@@ -126,6 +130,9 @@ def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
                         found.add(target)
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile, or not ours to read
+    if members:
+        made_by = tuple(f"sem.loky-{pid}-" for pid in members)
+        found.update(_SHM + name for name in _shm_entries() if name.startswith(made_by))
     return {path for path in found if not path.endswith(" (deleted)")}  # already unlinked: nothing to do
 
 

@@ -3,6 +3,7 @@ every request still succeeds on the other; the dead one is skipped, then used ag
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import threading
 
 import httpx
 
+from engine.process import group_shm_files
 from tests.support.service import ServiceProcess, free_port
 from tests.support.wait import wait_until
 
@@ -53,11 +55,20 @@ def _wait(port: int, proc: subprocess.Popen[bytes], timeout: float = 300) -> Non
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the engine's group, then remove the shared memory it mapped (vLLM's message-queue
+    segments, 160-250 MB each on CPU): a killed engine cannot, and these engines are the test's own,
+    not the service's (whose supervisor does the same, engine.process)."""
+    shm = group_shm_files(proc.pid)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait(30)
+    wait_until(lambda: not group_shm_files(proc.pid), 30, 0.2, message="the engine's group outlived its SIGKILL")
+    for path in shm:
+        if os.path.dirname(path) == "/dev/shm":
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def test_kill_one_external_engine_mid_traffic(bundled_model_path: str) -> None:

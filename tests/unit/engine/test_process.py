@@ -150,26 +150,35 @@ def test_a_group_that_died_by_itself_leaves_no_shared_memory_behind(tmp_path) ->
 
     tag = f"vr-test-{os.getpid()}-{time.monotonic_ns()}"
     segment = f"/dev/shm/{tag}-queue"
+    foreign = f"/dev/shm/sem.loky-{os.getpid()}-{tag}"  # named after this process: not the group's
     namefile = tmp_path / "names"
     script = (
         "import _posixshmem, mmap, os, time\n"
         f"fd = _posixshmem.shm_open('/{tag}-queue', os.O_CREAT | os.O_RDWR, 0o600)\n"
         "os.ftruncate(fd, 4096)\n"
         "held = mmap.mmap(fd, 4096)\n"
+        # loky's named semaphore in vLLM's CPU worker: neither mapped nor open, named after its maker
+        f"open(f'/dev/shm/sem.loky-{{os.getpid()}}-{tag}', 'w').close()\n"
     )
+    open(foreign, "w").close()
     proc = _started(script, namefile)
+    assert proc.pid is not None
+    semaphore = f"/dev/shm/sem.loky-{proc.pid}-{tag}"
     try:
         proc.note_shm()
-        assert proc.pid is not None
         os.killpg(proc.pid, signal.SIGKILL)  # dies by itself, as far as the stop can tell
         wait_until(lambda: proc.poll() is not None, 30, message="the killed group is still there")
-        assert os.path.exists(segment)  # nobody unlinked it
+        assert os.path.exists(segment) and os.path.exists(semaphore)  # nobody unlinked them
         proc.stop(grace=0.2)
-        assert not os.path.exists(segment)
+        assert not os.path.exists(segment) and not os.path.exists(semaphore)
+        assert os.path.exists(foreign)
     finally:
         proc.stop(grace=0.2)
         with contextlib.suppress(FileNotFoundError):
             _posixshmem.shm_unlink(f"/{tag}-queue")
+        for path in (semaphore, foreign):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
 
 def test_the_stop_removes_no_file_the_group_only_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
