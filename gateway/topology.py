@@ -177,17 +177,18 @@ def _kv_budget(
     return max(per_token * window, min(want, room))
 
 
-def _batched_tokens(settings: Settings, spec: ModelSpec, slots: tuple[EngineSlot, ...]) -> int | None:
+def _batched_tokens(settings: Settings, spec: ModelSpec, info: ModelInfo, slots: tuple[EngineSlot, ...]) -> int | None:
     """--max-num-batched-tokens for a model's engines where the user set none: larger steps for an LLM
     reranker's engines that share a card (they have KV budgets: the card's memory is planned, and the
-    budget's allowance of 2x the weights plus 3 GiB holds the larger step's activations). None:
-    --max-num-batched-tokens as given, or vLLM's default."""
+    budget's allowance of 2x the weights plus 3 GiB holds the larger step's activations), at least one
+    window (a prompt is never split over steps). None: --max-num-batched-tokens as given, or vLLM's default."""
     if settings.max_num_batched_tokens:
         return None
     if any(a.split("=", 1)[0] == "--max-num-batched-tokens" for a in (*settings.vllm_args, *spec.vllm_args)):
         return None
     if any(slot.kv_cache_bytes for slot in slots):
-        return _SHARED_LLM_BATCHED_TOKENS
+        window = spec.max_model_len or settings.max_model_len or info.default_max_len or info.window or 0
+        return max(_SHARED_LLM_BATCHED_TOKENS, window)
     return None
 
 
@@ -281,7 +282,7 @@ def plan_topology(
             inflight = max(1, math.ceil(settings.max_inflight_pairs / workers))
         else:  # per worker: 32 engine batches (max_num_seqs) per engine, enough to keep them saturated
             inflight = 32 * (spec.max_num_seqs or settings.max_num_seqs) * engines
-        plans.append(ModelPlan(spec, info, slots, inflight, _batched_tokens(settings, spec, slots)))
+        plans.append(ModelPlan(spec, info, slots, inflight, _batched_tokens(settings, spec, info, slots)))
     return Topology(device=device, models=tuple(plans), external_urls=settings.engine_urls, workers=workers)
 
 
