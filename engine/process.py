@@ -258,11 +258,20 @@ class EngineProcess:
         self._unlink_leftovers(shm)
         return self._proc.returncode
 
-    def _unlink_leftovers(self, shm: set[str]) -> None:
+    def _unlink_leftovers(self, shm: set[str], settle: float = 5.0) -> None:
         """Remove the shared-memory files a killed group could not clean up itself, once no process of the
-        group is left (a survivor still using one keeps it)."""
-        if not shm or group_shm_files(self._proc.pid if self._proc else -1):
+        group is left (a survivor still using one keeps it). The group was just SIGKILLed: its members
+        may take a moment to go (an EngineCore whose API server died first was still there when this
+        looked at once, and its segments stayed), so wait up to `settle` seconds for them."""
+        if not shm:
             return
+        pgid = self._proc.pid if self._proc else -1
+        deadline = time.monotonic() + settle
+        while group_shm_files(pgid):
+            if time.monotonic() >= deadline:
+                log.warning("engine_cleanup name=%s shm_files_kept=%d reason=group_alive", self.config.name, len(shm))
+                return
+            time.sleep(0.05)
         removed = 0
         # Only segments the group made: directly in /dev/shm (vLLM's psm_*, sem.*) and created after it
         # started. A model, a Hugging Face cache or a runtime dir kept on /dev/shm is mapped or open too.

@@ -18,6 +18,7 @@ import cohere
 import httpx
 import pytest
 
+from engine.process import group_shm_files
 from tests.fidelity.reference import CrossEncoderReference
 from tests.fidelity.tiny_models import build_bert, make_words
 from tests.support.service import ROOT, ServiceProcess, free_port
@@ -114,12 +115,16 @@ def test_one_model_killed_under_load_leaves_the_other_serving(two_models: Servic
     thread.start()
     try:
         wait_until(lambda: len(statuses) >= 5, 60, message="no load reached the other model")
-        os.kill(ce_engine["pid"], signal.SIGKILL)
+        shm = group_shm_files(ce_engine["pid"])  # its message queues (the API server leads its group)
+        assert shm, "the engine maps no shared memory: nothing to check below"
+        os.kill(ce_engine["pid"], signal.SIGKILL)  # the API server only: its EngineCore exits by itself
 
         def ce_down() -> bool:
             return httpx.get(f"{two_models.url}/health", params={"model": "ce"}).status_code == 503
 
         wait_until(ce_down, 60, message="the killed model's health never said 503")
+        # the supervisor's stop after the death removes them, before the restart
+        wait_until(lambda: not any(map(os.path.exists, shm)), 60, message=lambda: f"left in /dev/shm: {sorted(shm)}")
         r = httpx.post(
             f"{two_models.url}/v2/rerank", json={"model": "ce", "query": QUERY, "documents": DOCS}, timeout=60
         )
@@ -136,9 +141,8 @@ def test_one_model_killed_under_load_leaves_the_other_serving(two_models: Servic
 
 def test_the_killed_model_recovers(two_models: ServiceProcess) -> None:
     """The killed model's engine comes back by itself (measured on this 2-core box under a load of 18:
-    120-311 s from the kill to ready, most of it importing vLLM). Whether the killed group's shared memory
-    is still there to remove at the stop depends on how fast its EngineCore exits by itself, so that is
-    checked in tests/unit/engine/test_process.py, not here."""
+    120-311 s from the kill to ready, most of it importing vLLM). The killed group's shared memory is
+    checked in the test before."""
     wait_until(
         lambda: httpx.get(f"{two_models.url}/health", params={"model": "ce"}).status_code == 200,
         480,
