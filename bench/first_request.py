@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     median = statistics.median(rest)
     print(f"ready after        {took:8.2f} s (from this script's first /health)")
     print(f"first request      {first * 1000:8.1f} ms ({args.docs} documents x {args.words} words)")
-    spread = f"min {min(rest) * 1000:.1f}, max {max(rest) * 1000:.1f}"
+    slowest = max(range(len(rest)), key=rest.__getitem__) + 1  # 1 = the request after the first
+    spread = f"min {min(rest) * 1000:.1f}, max {max(rest) * 1000:.1f} (request {slowest} after the first)"
     print(f"median of next {args.next:<3} {median * 1000:8.1f} ms ({spread})")
     print(f"first / median     {first / median:8.2f}")
     return 0

@@ -201,11 +201,14 @@ async def _preload_tokenizer(pipeline: RerankPipeline) -> None:
 def _freeze_heap() -> None:
     """Collect, then move every object alive now to the collector's permanent generation (gc.freeze).
 
-    A worker starts with ~460k objects (FastAPI, pydantic, transformers, a tokenizer). The first full
-    collection after start-up walks all of them, and it comes with the first requests' allocations:
-    300-500 ms on the 2-vCPU VM, stalling whatever request is in flight (measured in isolation:
-    one gen-2 pause of 300-497 ms in the first 300 request-sized allocation rounds; none with the
-    heap frozen). Frozen, they are never walked again; what requests make is collected as before."""
+    A worker holds ~460k objects after start-up (FastAPI, pydantic, transformers, a tokenizer), and
+    every full (gen-2) collection walks all of them: `gc.collect(2)` took 210 ms on the 2-vCPU VM,
+    and in isolation the first 300 request-sized rounds of allocations after loading them met one
+    such pause of 300-497 ms (none with the heap frozen). Whichever request is in flight when the
+    collector runs waits for it. Frozen, the start-up objects are never walked again; what requests
+    make is collected as before. (bench/first_request.py on that VM saw no outlier in the first 81
+    requests with or without this: there the first full collection came before ready. The later
+    ones, as caches and pools grow, are what this keeps short.)"""
     gc.collect()
     gc.freeze()
 
