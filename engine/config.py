@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,6 +31,7 @@ __all__ = [
     "detect_device",
     "detect_launch_mode",
     "human_int",
+    "passed_value",
 ]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
@@ -80,6 +82,16 @@ def detect_device() -> str:
 
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def passed_value(args: Sequence[str], flag: str) -> str | None:
+    """The value of `flag` in vLLM pass-through args (`--flag value` or `--flag=value`), if given."""
+    for i, a in enumerate(args):
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+    return None
 
 
 def human_int(value: str) -> int | None:
@@ -185,13 +197,7 @@ class EngineConfig:
 
     def _passed(self, flag: str) -> str | None:
         """The value of `flag` in the pass-through args (`--flag value` or `--flag=value`), if given."""
-        args = self.extra_args
-        for i, a in enumerate(args):
-            if a.startswith(flag + "="):
-                return a.split("=", 1)[1]
-            if a == flag and i + 1 < len(args):
-                return args[i + 1]
-        return None
+        return passed_value(self.extra_args, flag)
 
     def _given(self, flag: str) -> bool:
         """True when the user's pass-through args already set `flag` (theirs win)."""

@@ -118,8 +118,9 @@ def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
         try:
             with open(f"{proc_root}/{pid}/stat", "rb") as stat:
                 # "pid (comm) state ppid pgrp ...": comm may hold spaces or parentheses, split after the last ")"
-                if int(stat.read().rsplit(b")", 1)[1].split()[2]) != pgid:
-                    continue
+                fields = stat.read().rsplit(b")", 1)[1].split()
+                if int(fields[2]) != pgid or fields[0] in (b"Z", b"X"):
+                    continue  # another group's, or dead (a zombie maps and holds nothing, and may never be reaped)
             members.append(pid)
             with open(f"{proc_root}/{pid}/maps") as maps:
                 found.update(line[line.index(_SHM) :].strip() for line in maps if _SHM in line)

@@ -62,9 +62,9 @@ class SettingsFields(BaseSettings):
     max_num_batched_tokens: int | None = opt(
         None,
         "MAX_NUM_BATCHED_TOKENS",
-        "vLLM --max-num-batched-tokens per engine step. Unset: vLLM's default, except 32768 for an LLM "
-        "reranker whose engines share a GPU (replicas: 1.06x the pairs/s, measured with the "
-        "Qwen3-Reranker-0.6B shape).",
+        "vLLM --max-num-batched-tokens per engine step. Unset: vLLM's default, except 32768 (at least the "
+        "model's window) for an LLM reranker whose engines share a GPU (replicas: 1.06x the pairs/s, "
+        "measured with the Qwen3-Reranker-0.6B shape).",
         ge=1,
     )
     gpu_memory_utilization: float | None = opt(

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from engine import FAMILIES, EngineConfig, LaunchMode, ModelFamily
-from engine.config import detect_launch_mode
+from engine.config import detect_launch_mode, human_int, passed_value
 from engine.formats import FORMATS, FormatRefusal, ModelInfo, detect_format
 from engine.sizing import gpu_total_bytes, kv_bytes_per_token, param_count
 from gateway.model_specs import ModelSpec
@@ -188,7 +188,8 @@ def _batched_tokens(settings: Settings, spec: ModelSpec, info: ModelInfo, slots:
         return None
     if any(slot.kv_cache_bytes for slot in slots):
         window = spec.max_model_len or settings.max_model_len or info.default_max_len or info.window or 0
-        return max(_SHARED_LLM_BATCHED_TOKENS, window)
+        passed = passed_value((*settings.vllm_args, *spec.vllm_args), "--max-model-len")  # theirs come last
+        return max(_SHARED_LLM_BATCHED_TOKENS, window, (human_int(passed) or 0) if passed else 0)
     return None
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from engine.process import EngineProcess, classify_failure
+from engine.process import EngineProcess, classify_failure, group_shm_files
 from tests.support.script_engine import script_engine
 from tests.support.wait import wait_until
 
@@ -216,3 +218,39 @@ def test_the_stop_removes_no_file_the_group_only_used(tmp_path) -> None:  # type
                 os.unlink(path)
         with contextlib.suppress(OSError):
             os.rmdir(folder)
+
+
+def test_a_zombie_in_the_group_counts_as_gone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A member that died and was not reaped (a container whose PID 1 never reaps) maps nothing and
+    runs nothing: its loky semaphore is not "in use", so the stop's wait for the group does not hang
+    on it and the cleanup still happens."""
+    tag = f"vr-test-{os.getpid()}-{time.monotonic_ns()}"
+    pidfile = tmp_path / "zombie"
+    script = (
+        "import os, sys, time\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        f"    open(f'/dev/shm/sem.loky-{{os.getpid()}}-{tag}', 'w').close()\n"
+        "    os._exit(0)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(child))\n"
+        "time.sleep(60)\n"  # never reaps the child
+    )
+    leader = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    zombie = 0
+
+    def state() -> bytes:
+        with open(f"/proc/{zombie}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0]
+
+    try:
+        wait_until(lambda: pidfile.exists() and pidfile.read_text().isdigit(), 30, message="no child")
+        zombie = int(pidfile.read_text())
+        wait_until(lambda: state() == b"Z", 30, message="the child never became a zombie")
+        semaphore = f"/dev/shm/sem.loky-{zombie}-{tag}"
+        assert os.path.exists(semaphore)
+        assert semaphore not in group_shm_files(leader.pid)
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait(30)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/dev/shm/sem.loky-{zombie}-{tag}")

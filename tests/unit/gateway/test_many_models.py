@@ -340,6 +340,7 @@ def test_llm_replicas_sharing_a_card_get_larger_engine_steps(tmp_path: Path) -> 
     assert topo.models[0].max_num_batched_tokens == 32_768
     assert tokens(s.replace(max_num_batched_tokens=4096)) == {4096}
     assert tokens(s.replace(max_model_len=40_960)) == {40_960}  # at least one window
+    assert tokens(s.replace(vllm_args=("--max-model-len", "64k"))) == {64_000}  # a pass-through window too
     assert tokens(s.replace(vllm_args=("--max-num-batched-tokens=16k",))) == {None}
     assert tokens(s.replace(engine_replicas=1)) == {None}  # one engine on its card: no KV budget planned
     assert tokens(s, device="cpu") == {None}
