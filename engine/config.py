@@ -85,13 +85,15 @@ _BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def passed_value(args: Sequence[str], flag: str) -> str | None:
-    """The value of `flag` in vLLM pass-through args (`--flag value` or `--flag=value`), if given."""
+    """The value of `flag` in vLLM pass-through args (`--flag value` or `--flag=value`), if given; the
+    last one where it is given twice, as vLLM's parser reads it."""
+    value = None
     for i, a in enumerate(args):
         if a.startswith(flag + "="):
-            return a.split("=", 1)[1]
-        if a == flag and i + 1 < len(args):
-            return args[i + 1]
-    return None
+            value = a.split("=", 1)[1]
+        elif a == flag and i + 1 < len(args):
+            value = args[i + 1]
+    return value
 
 
 def human_int(value: str) -> int | None:

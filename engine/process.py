@@ -17,11 +17,12 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Container, Iterable
 
 from engine.config import EngineConfig
 from engine.logs import EngineLogReader, shown
 
-__all__ = ["EngineProcess", "classify_failure", "die_with_parent", "exit_cause", "group_shm_files"]
+__all__ = ["EngineProcess", "classify_failure", "die_with_parent", "exit_cause", "group_shm_files", "unlink_shm"]
 
 log = logging.getLogger("vllm_rerank.engine")
 
@@ -100,6 +101,21 @@ def die_with_parent(parent_pid: int | None) -> None:
 
 
 _SHM = "/dev/shm/"
+
+
+def unlink_shm(paths: Iterable[str], keep: Container[str] = ()) -> int:
+    """Remove shared-memory files a killed group left (from `group_shm_files`, taken before the kill);
+    how many went. Only files directly in /dev/shm (vLLM's psm_*, sem.*) whose name is not in `keep`
+    (what was there before the group started): a model, a Hugging Face cache or a runtime dir kept
+    on /dev/shm is mapped or open too."""
+    removed = 0
+    for path in paths:
+        if os.path.dirname(path) != _SHM.rstrip("/") or os.path.basename(path) in keep:
+            continue
+        with contextlib.suppress(OSError):  # gone, another user's, a directory: left as it is
+            os.unlink(path)
+            removed += 1
+    return removed
 
 
 def group_shm_files(pgid: int, proc_root: str = "/proc") -> set[str]:
@@ -273,14 +289,6 @@ class EngineProcess:
                 log.warning("engine_cleanup name=%s shm_files_kept=%d reason=group_alive", self.config.name, len(shm))
                 return
             time.sleep(0.05)
-        removed = 0
-        # Only segments the group made: directly in /dev/shm (vLLM's psm_*, sem.*) and created after it
-        # started. A model, a Hugging Face cache or a runtime dir kept on /dev/shm is mapped or open too.
-        for path in shm:
-            if os.path.dirname(path) != _SHM.rstrip("/") or os.path.basename(path) in self._shm_before:
-                continue
-            with contextlib.suppress(OSError):  # gone, another user's, a directory: left as it is
-                os.unlink(path)
-                removed += 1
+        removed = unlink_shm(shm, keep=self._shm_before)
         if removed:
             log.info("engine_cleanup name=%s shm_files_removed=%d", self.config.name, removed)

@@ -165,13 +165,13 @@ def _kv_budget(
     model's shape or the card's size is unknown."""
     if info.format.family.name != "llm-reranker" or share is None or not gpu_bytes:
         return None
-    if any(a.split("=", 1)[0] == "--kv-cache-memory-bytes" for a in (*settings.vllm_args, *spec.vllm_args)):
+    if _passed(settings, spec, "--kv-cache-memory-bytes") is not None:
         return None
     per_token = kv_bytes_per_token(info.config)
     params = param_count(info.config, spec.model)
     if per_token is None or params is None:
         return None
-    window = spec.max_model_len or settings.max_model_len or info.default_max_len or info.window or 8192
+    window = _window(settings, spec, info) or 8192
     want = per_token * max(4 * window, 65_536)
     room = int(share * gpu_bytes - 2 * 2 * params - 3 * 2**30)
     return max(per_token * window, min(want, room))
@@ -182,15 +182,30 @@ def _batched_tokens(settings: Settings, spec: ModelSpec, info: ModelInfo, slots:
     reranker's engines that share a card (they have KV budgets: the card's memory is planned, and the
     budget's allowance of 2x the weights plus 3 GiB holds the larger step's activations), at least one
     window (a prompt is never split over steps). None: --max-num-batched-tokens as given, or vLLM's default."""
-    if settings.max_num_batched_tokens:
-        return None
-    if any(a.split("=", 1)[0] == "--max-num-batched-tokens" for a in (*settings.vllm_args, *spec.vllm_args)):
+    if settings.max_num_batched_tokens or _passed(settings, spec, "--max-num-batched-tokens") is not None:
         return None
     if any(slot.kv_cache_bytes for slot in slots):
-        window = spec.max_model_len or settings.max_model_len or info.default_max_len or info.window or 0
-        passed = passed_value((*settings.vllm_args, *spec.vllm_args), "--max-model-len")  # theirs come last
-        return max(_SHARED_LLM_BATCHED_TOKENS, window, (human_int(passed) or 0) if passed else 0)
+        return max(_SHARED_LLM_BATCHED_TOKENS, _window(settings, spec, info) or 0)
     return None
+
+
+def _passed(settings: Settings, spec: ModelSpec, flag: str) -> str | None:
+    """`flag`'s value in a model's vLLM pass-through args (the model's own come after the service's, and
+    the last one wins, as in vLLM)."""
+    return passed_value((*settings.vllm_args, *spec.vllm_args), flag)
+
+
+def _window(settings: Settings, spec: ModelSpec, info: ModelInfo) -> int | None:
+    """A model's engines' window: a pass-through --max-model-len (it comes last on the engine's command
+    line, so it wins), else the model's, the service's, the model config's. None: not known."""
+    passed = _passed(settings, spec, "--max-model-len")
+    return (
+        (human_int(passed) if passed else None)
+        or spec.max_model_len
+        or settings.max_model_len
+        or info.default_max_len
+        or info.window
+    )
 
 
 def _plan_gpu_shares(

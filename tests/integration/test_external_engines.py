@@ -3,7 +3,6 @@ every request still succeeds on the other; the dead one is skipped, then used ag
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import threading
 
 import httpx
 
-from engine.process import group_shm_files
+from engine.process import group_shm_files, unlink_shm
 from tests.support.service import ServiceProcess, free_port
 from tests.support.wait import wait_until
 
@@ -65,10 +64,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         pass
     proc.wait(30)
     wait_until(lambda: not group_shm_files(proc.pid), 30, 0.2, message="the engine's group outlived its SIGKILL")
-    for path in shm:
-        if os.path.dirname(path) == "/dev/shm":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+    unlink_shm(shm)
 
 
 def test_kill_one_external_engine_mid_traffic(bundled_model_path: str) -> None:

@@ -308,6 +308,11 @@ def test_gpu_defaults_resolve_replicas_workers_and_kv_budgets(tmp_path: Path) ->
     assert kv < 0.15 * 140 * 2**30
     (cfg, *_) = engine_configs(s, topo, [9001 + i for i in range(6)])
     assert cfg.argv()[-2:] == ["--kv-cache-memory-bytes", str(kv)]
+    # a pass-through window wins on the engine's command line: the budget holds one of it, however small the card
+    per_token = 2 * 28 * 8 * 128 * 2
+    for args in (("--max-model-len", "64k"), ("--max-model-len=1k", "--max-model-len=64k")):
+        small = plan_topology(s.replace(vllm_args=args), device="cuda", cpu_count=16, gpu_bytes=40 * 2**30)
+        assert {e.kv_cache_bytes for e in small.engines} == {64_000 * per_token}
     # a user's own budget wins; a big model stays one engine; CPU stays one engine and one worker
     own = s.replace(vllm_args=("--kv-cache-memory-bytes", "123"))
     assert {e.kv_cache_bytes for e in plan_topology(own, device="cuda", cpu_count=16, gpu_bytes=2**37).engines} == {
