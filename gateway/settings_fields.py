@@ -124,11 +124,11 @@ class SettingsFields(BaseSettings):
         "Engine processes to run and balance over (least outstanding work). On one GPU they share its memory "
         "(--gpu-memory-utilization is split between them); with --engine-devices each gets its own GPUs. "
         "0 = auto, on a GPU: encoder models (cross-/bi-encoders) round((host cores - 2) / 1.8) up to 8, LLM "
-        "rerankers up to 1.5B parameters round((host cores - 2) / 2.3) up to 6 (each with an explicit KV-cache "
+        "rerankers up to 1.5B parameters round((host cores - 2) / 2.3) up to 4 (each with an explicit KV-cache "
         "budget, so engines starting together never profile each other's memory), larger ones 1; shared out "
         "between the models that run on auto. One vLLM API server is CPU-bound long before the GPU is: on an "
-        "H100 with 16 cores this gives 8 BERT-base engines (11.3k-12.4k pairs/s) or 6 Qwen3-0.6B ones "
-        "(3.7k pairs/s; docs/gpu-performance.md). On CPU: 1.",
+        "H100 with 16 cores this gives 8 BERT-base engines (11.3k-12.4k pairs/s) or 4 Qwen3-0.6B ones "
+        "(3.9k pairs/s, as many as 6 gave with less CPU and memory; docs/gpu-performance.md). On CPU: 1.",
         ge=0,
     )
     engine_urls: Strs = opt(
