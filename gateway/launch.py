@@ -7,6 +7,7 @@ the same flags. Nothing here serves HTTP or installs signal handlers.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from engine import FAMILIES, EngineConfig, EngineHandle, EngineSupervisor, RestartPolicy, publish_state
 from engine.external import ExternalEngine
+from engine.mps import MpsDaemon, MpsError
 from gateway.settings import Settings
 from gateway.topology import Topology, engine_configs
 
@@ -30,13 +32,19 @@ class ServiceEngines:
     socket_dir: Path | None
     runtime_dir: Path
     own_runtime_dir: bool  # made here (a temp dir): removed by cleanup()
+    mps: MpsDaemon | None = None  # the engines' private MPS daemon, running (--mps)
 
     def publish(self) -> None:
         """Write every handle's snapshot to the state file the gateway workers read."""
         publish_state(self.state_path, [h.snapshot() for h in self.handles])
 
     def cleanup(self) -> None:
-        """Remove the socket and runtime directories made for these engines (after they stopped)."""
+        """Stop the MPS daemon and remove the socket and runtime directories made for these engines
+        (after they stopped)."""
+        if self.mps is not None:
+            self.mps.stop()
+            shutil.rmtree(self.mps.directory, ignore_errors=True)
+            self.mps = None
         if self.socket_dir is not None:
             shutil.rmtree(self.socket_dir, ignore_errors=True)
         if self.own_runtime_dir:
@@ -46,7 +54,11 @@ class ServiceEngines:
 def plan_engines(settings: Settings, topology: Topology, *, ports: list[int]) -> ServiceEngines:
     """Configs and handles (not started) for the service's engines, in a runtime dir (--runtime-dir, else a
     temp dir). Managed engines listen on Unix sockets in a directory only this user can open (no TCP port
-    a local process could reach around the key, limits and admission), or on `ports` (--engine-port)."""
+    a local process could reach around the key, limits and admission), or on `ports` (--engine-port).
+
+    Where the topology asks for MPS (--mps), the private MPS daemon is started here, before any engine
+    (cleanup() stops it): with --mps auto, a daemon that does not start leaves the engines without MPS
+    (a warning); with --mps on it raises MpsError."""
     runtime_dir = Path(settings.runtime_dir or tempfile.mkdtemp(prefix="vllm-rerank-"))
     runtime_dir.mkdir(parents=True, exist_ok=True)
     sockets: list[str] = []
@@ -58,7 +70,8 @@ def plan_engines(settings: Settings, topology: Topology, *, ports: list[int]) ->
         socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         socket_dir.chmod(0o700)
         sockets = [str(socket_dir / f"engine{i}.sock") for i in range(len(topology.engines))]
-    configs = engine_configs(settings, topology, ports, sockets=sockets)
+    mps = _start_mps(settings, topology, runtime_dir)
+    configs = engine_configs(settings, topology, ports, sockets=sockets, mps_env=mps.env() if mps else None)
     engines = ServiceEngines(
         configs=configs,
         handles=[],
@@ -66,6 +79,7 @@ def plan_engines(settings: Settings, topology: Topology, *, ports: list[int]) ->
         socket_dir=socket_dir,
         runtime_dir=runtime_dir,
         own_runtime_dir=not settings.runtime_dir,
+        mps=mps,
     )
     engines.handles.extend(
         EngineSupervisor(
@@ -94,3 +108,21 @@ def plan_engines(settings: Settings, topology: Topology, *, ports: list[int]) ->
         for i, url in enumerate(settings.engine_urls)
     )
     return engines
+
+
+def _start_mps(settings: Settings, topology: Topology, runtime_dir: Path) -> MpsDaemon | None:
+    """The engines' MPS daemon, started, or None (not asked for, or --mps auto and it did not start)."""
+    if topology.mps_control is None:
+        return None
+    directory = runtime_dir / "mps"
+    if len(str(directory)) > 80:  # its control socket is a Unix socket (at most 107 bytes of path)
+        directory = Path(tempfile.mkdtemp(prefix="vllm-rerank-mps-"))
+    daemon = MpsDaemon(directory, binary=topology.mps_control)
+    try:
+        daemon.start()
+    except MpsError as exc:
+        if settings.mps == "on":
+            raise
+        logging.getLogger("vllm_rerank").warning("mps_unavailable reason=%s engines=without_mps", exc)
+        return None
+    return daemon

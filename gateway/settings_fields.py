@@ -145,6 +145,17 @@ class SettingsFields(BaseSettings):
         "CUDA_VISIBLE_DEVICES per replica, e.g. --engine-devices 0 --engine-devices 1 (env: 0;1 or 0,1 per "
         "replica separated by ';').",
     )
+    mps: Literal["auto", "on", "off"] = opt(
+        "auto",
+        "RERANK_MPS",
+        "CUDA MPS for engines that share a GPU. auto: where two or more managed engines share a card and "
+        "nvidia-cuda-mps-control is on PATH, the service runs a private MPS control daemon (its pipe directory "
+        "in the runtime dir) and the engines on shared cards join it, so their kernels run side by side instead "
+        "of in turns; where the daemon cannot start, the engines run without it. on: every managed GPU engine "
+        "joins it, and a missing binary or a daemon that does not start stops the service. off: never. An "
+        "MPS pipe directory already in the environment (CUDA_MPS_PIPE_DIRECTORY: the operator's own daemon) "
+        "is left to the engines as it is.",
+    )
     ready_timeout: float = opt(600.0, "RERANK_READY_TIMEOUT", "Seconds to wait for the engine to become ready.", gt=0)
     request_timeout: float = opt(120.0, "RERANK_REQUEST_TIMEOUT", "Deadline of one rerank request, seconds.", gt=0)
     stop_grace: float = opt(

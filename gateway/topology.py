@@ -9,11 +9,15 @@ import math
 import os
 import re
 import shlex
+import shutil
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from engine import FAMILIES, EngineConfig, LaunchMode, ModelFamily
 from engine.config import detect_launch_mode, human_int, passed_value
 from engine.formats import FORMATS, FormatRefusal, ModelInfo, detect_format
+from engine.mps import CONTROL as MPS_CONTROL
 from engine.sizing import gpu_total_bytes, kv_bytes_per_token, param_count
 from gateway.model_specs import ModelSpec
 from gateway.settings import Settings, SettingsError
@@ -41,6 +45,7 @@ class EngineSlot:
     gpu_memory_utilization: float | None
     visible_devices: str | None
     kv_cache_bytes: int | None = None  # an explicit KV-cache budget (engines sharing a card), else None
+    mps: bool = False  # a client of the service's MPS daemon (Topology.mps_control)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Topology:
     models: tuple[ModelPlan, ...]  # the first serves requests that name no configured model
     external_urls: tuple[str, ...]
     workers: int  # gateway worker processes (--workers, or sized from the engines and host cores)
+    mps_control: str | None = None  # nvidia-cuda-mps-control, where engines join a private MPS daemon (--mps)
 
     @property
     def engines(self) -> tuple[EngineSlot, ...]:
@@ -212,6 +218,39 @@ def _window(settings: Settings, spec: ModelSpec, info: ModelInfo) -> int | None:
     )
 
 
+def _mps_control(
+    settings: Settings,
+    device: str,
+    visible: list[list[str | None]],
+    which: Callable[[str], str | None],
+    environ: Mapping[str, str],
+) -> tuple[str | None, list[list[bool]]]:
+    """--mps: the control binary (None: no daemon) and, per model and engine, whether it joins the daemon.
+    auto: the engines on a card that two or more engines share (one engine has the card to itself, and
+    a tensor-parallel engine spans cards). on: every managed engine on a GPU.
+
+    Raises: SettingsError for --mps on where nvidia-cuda-mps-control is not on PATH."""
+    none: list[list[bool]] = [[False] * len(v) for v in visible]
+    mode = settings.mps
+    if mode == "off" or device == "cpu" or environ.get("CUDA_MPS_PIPE_DIRECTORY"):
+        return None, none
+    if mode == "auto" and settings.tensor_parallel_size > 1:
+        return None, none
+    engines_on = Counter(card for cards in visible for card in cards)
+    join = [[mode == "on" or engines_on[card] > 1 for card in cards] for cards in visible]
+    if not any(any(j) for j in join):
+        return None, none
+    binary = which(MPS_CONTROL)
+    if binary is None:
+        if mode == "on":
+            raise SettingsError(
+                f"--mps on: {MPS_CONTROL} is not on PATH (it comes with the NVIDIA driver's utilities); "
+                "--mps off runs the engines without MPS"
+            )
+        return None, none
+    return binary, join
+
+
 def _plan_gpu_shares(
     settings: Settings, models: list[tuple[ModelSpec, list[str | None]]], device: str
 ) -> list[list[float | None]]:
@@ -262,10 +301,18 @@ def _plan_gpu_shares(
 
 
 def plan_topology(
-    settings: Settings, *, cpu_count: int | None = None, device: str | None = None, gpu_bytes: int | None = None
+    settings: Settings,
+    *,
+    cpu_count: int | None = None,
+    device: str | None = None,
+    gpu_bytes: int | None = None,
+    which: Callable[[str], str | None] = shutil.which,
+    environ: Mapping[str, str] | None = None,
 ) -> Topology:
     """Raises: SettingsError when a model cannot be served (no model and no bundled one, a format
-    refused, GPU shares past the card). `gpu_bytes`: the card's memory (default: asked of NVML on a GPU)."""
+    refused, GPU shares past the card, --mps on without MPS). `gpu_bytes`: the card's memory (default:
+    asked of NVML on a GPU); `which` and `environ` find the MPS control binary and an MPS daemon of the
+    operator's (default: PATH and os.environ)."""
     device = device or settings.resolved_device
     cpu_count = cpu_count or os.cpu_count() or 2
     specs = settings.models
@@ -279,13 +326,14 @@ def plan_topology(
         devices = spec.devices or settings.engine_devices
         visible.append([devices[i % len(devices)] if devices else None for i in range(n)])
     shares = _plan_gpu_shares(settings, list(zip(specs, visible, strict=True)), device)
+    mps_control, mps = _mps_control(settings, device, visible, which, os.environ if environ is None else environ)
     several = len(specs) > 1
     sharing = sum(len(v) for v in visible) > 1 and device != "cpu"
     if sharing and gpu_bytes is None:
         gpu_bytes = gpu_total_bytes()
     workers = _workers(settings, device, sum(len(v) for v in visible) or len(settings.engine_urls), cpu_count)
     plans = []
-    for spec, info, cards, model_shares in zip(specs, infos, visible, shares, strict=True):
+    for spec, info, cards, model_shares, joins in zip(specs, infos, visible, shares, mps, strict=True):
         prefix = f"{_slug(spec.name or '')}-" if several else ""
         slots = tuple(
             EngineSlot(
@@ -294,8 +342,9 @@ def plan_topology(
                 share,
                 card,
                 _kv_budget(settings, spec, info, share, gpu_bytes) if sharing else None,
+                join,
             )
-            for i, (card, share) in enumerate(zip(cards, model_shares, strict=True))
+            for i, (card, share, join) in enumerate(zip(cards, model_shares, joins, strict=True))
         )
         engines = max(1, len(slots) or len(settings.engine_urls))
         if settings.max_inflight_pairs:  # an explicit limit is the service's: split over the workers
@@ -303,7 +352,9 @@ def plan_topology(
         else:  # per worker: 32 engine batches (max_num_seqs) per engine, enough to keep them saturated
             inflight = 32 * (spec.max_num_seqs or settings.max_num_seqs) * engines
         plans.append(ModelPlan(spec, info, slots, inflight, _batched_tokens(settings, spec, info, slots)))
-    return Topology(device=device, models=tuple(plans), external_urls=settings.engine_urls, workers=workers)
+    return Topology(
+        device=device, models=tuple(plans), external_urls=settings.engine_urls, workers=workers, mps_control=mps_control
+    )
 
 
 def _slug(name: str) -> str:
@@ -312,17 +363,26 @@ def _slug(name: str) -> str:
 
 
 def engine_configs(
-    settings: Settings, topology: Topology, ports: list[int], *, sockets: list[str] | None = None
+    settings: Settings,
+    topology: Topology,
+    ports: list[int],
+    *,
+    sockets: list[str] | None = None,
+    mps_env: Mapping[str, str] | None = None,
 ) -> list[EngineConfig]:
     """One EngineConfig per managed engine (`topology.engines` order): on the given Unix sockets,
-    else the given loopback ports."""
+    else the given loopback ports; `mps_env` (a running MPS daemon's) for the engines that join it."""
     endpoints: list[tuple[int, str | None]] = (
         [(0, path) for path in sockets] if sockets else [(port, None) for port in ports]
     )
     bases = {plan.name: _model_config(settings, topology, plan) for plan in topology.models}
     configs = []
     for slot, (port, uds) in zip(topology.engines, endpoints, strict=True):
-        env = (("CUDA_VISIBLE_DEVICES", slot.visible_devices),) if slot.visible_devices is not None else ()
+        env: tuple[tuple[str, str], ...] = (
+            (("CUDA_VISIBLE_DEVICES", slot.visible_devices),) if slot.visible_devices is not None else ()
+        )
+        if slot.mps and mps_env:
+            env += tuple(sorted(mps_env.items()))
         base = bases[slot.model]
         kv = ("--kv-cache-memory-bytes", str(slot.kv_cache_bytes)) if slot.kv_cache_bytes else ()
         configs.append(

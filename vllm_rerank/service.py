@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
             os.environ["RERANK_API_KEYS"] = ",".join(keys) if all(k.strip() for k in keys) else ","
             command = list(relaunch) or [sys.executable, str(Path(sys.argv[0]).resolve())]
             os.execv(command[0], [*command, *rest])
+    from engine.mps import MpsError
     from gateway.cli import parse_settings
     from gateway.launch import plan_engines
     from gateway.logformat import configure_logging
@@ -123,7 +124,13 @@ def main(argv: list[str] | None = None, *, prog: str = "start_service.py", relau
             )
             return 1
 
-    engines = plan_engines(settings, topology, ports=ports)
+    try:
+        engines = plan_engines(settings, topology, ports=ports)
+    except MpsError as exc:
+        print(f"error: cannot start: --mps on: {exc}", file=sys.stderr)
+        return 1
+    # what --mps resolved to (a daemon runs, or not), for /health
+    settings = settings.replace(mps="on" if engines.mps else "off")
     runtime_dir, configs, supervisors = engines.runtime_dir, engines.configs, engines.handles
     metrics_dir = runtime_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -10,7 +10,8 @@
 #                            group, py-spy profiles of a gateway worker / engine API server / EngineCore
 #   run_gpu.sh qwen          service (qwen3-rr, preset overrides + template, sized GPU memory): A/B + MFU
 #   run_gpu.sh qwen-replicas service with qwen3-rr over --engine-replicas 4 (QWEN_REPLICA_SPECS) vs one engine
-#   run_gpu.sh defaults-bert / defaults-qwen / defaults-qwen-tokens (DEF_TOKENS)   issue 20: --model only (auto replicas/workers/KV budget): what
+#   run_gpu.sh defaults-bert / defaults-qwen / defaults-qwen-tokens (DEF_TOKENS) / defaults-qwen-nomps (--mps off)
+#                            issue 20: --model only (auto replicas/workers/KV budget/MPS): what
 #                            /health resolved, first request vs next ten, one engine vs service at conc 64/128
 #   run_gpu.sh two-models    --model bert=bert-ce --model qwen=qwen3-rr: /health per model, both loaded at once
 #   run_gpu.sh qwen4b        a Qwen3-4B-shape checkpoint (built on the GPU) with the origin guide's recipe: service vs direct
@@ -281,13 +282,14 @@ mps-on)
 mps-off)
   stamp "mps-off"; mps_quit
   ;;
-defaults-bert|defaults-qwen|defaults-qwen-tokens)
+defaults-bert|defaults-qwen|defaults-qwen-tokens|defaults-qwen-nomps)
   # issue 20: the defaults (auto replicas, auto workers, KV budgets) with no sizing flags at all;
   # defaults-qwen-tokens: the same plus --max-num-batched-tokens T, for each T in DEF_TOKENS (default 32768)
   m=bert-ce; [ $phase != defaults-bert ] && m=qwen3-rr
   runs=$phase; [ $phase = defaults-qwen-tokens ] && runs=$(for t in ${DEF_TOKENS:-32768}; do echo -n "defaults-qwen-t$t "; done)
   for tag in $runs; do
   tok=(); [[ $tag == defaults-qwen-t* ]] && tok=(--max-num-batched-tokens ${tag#defaults-qwen-t})
+  [ $tag = defaults-qwen-nomps ] && tok=(--mps off)
   [ -n "$MPS_DIR" ] && tag=$tag-mps
   [ -f "$OUTDIR/bench_$tag.json" ] && { stamp "skip $tag: measured in this call"; continue; }
   [ $(left) -lt 150 ] && { stamp "skip $tag: time"; continue; }
@@ -305,6 +307,7 @@ print("engines:", len(h.get("engines") or []), [(e.get("name"), e.get("state"), 
 EOF2
   grep -oE "kv.cache.memory.bytes[= ,'\"]*[0-9]+|Available KV cache memory: [0-9.]+ GiB|GPU KV cache size: [0-9,]+ tokens|No available memory[^\"]*" "$WORK/service_$phase.log" | sort | uniq -c | head -12
   grep -oE "max_num_batched_tokens[=:' ]+[0-9]+|chunked_prefill[a-z_]*[=:' ]+[A-Za-z]+" "$WORK/service_$phase.log" | sort | uniq -c | head -4
+  grep -E "mps_started|mps_unavailable" "$WORK/service_$phase.log" | cut -c1-300 | head -3
   $SVC first --model $m --words $MODELS/$m/words.txt --n 100 --doc-words 100
   E=$(engine_url $phase 0); kind=rerank; [ $m = qwen3-rr ] && kind=score
   smi_start $phase

@@ -121,6 +121,7 @@ def health_body(rt: Runtime, *, detailed: bool = True, model: str | None = None)
         "tensor_parallel_size": args.tensor_parallel_size if args else settings.tensor_parallel_size,
         "max_workers": settings.max_workers,
         "workers": rt.topology.workers,  # resolved: --workers, else sized from the engines and cores
+        "mps": settings.mps,  # resolved by start_service.py: on (the engines share a private MPS daemon) or off
         "model_size": settings.model_size,
         "engine": _engine_public(own[0]) if own else None,
         "engines": [_engine_public(e) for e in engines],

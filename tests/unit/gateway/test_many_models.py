@@ -350,3 +350,39 @@ def test_llm_replicas_sharing_a_card_get_larger_engine_steps(tmp_path: Path) -> 
     assert tokens(s.replace(engine_replicas=1)) == {None}  # one engine on its card: no KV budget planned
     assert tokens(s, device="cpu") == {None}
     assert tokens(Settings()) == {None}  # BERT-class replicas: not measured, vLLM's default
+
+
+def test_mps_joins_the_engines_that_share_a_card(tmp_path: Path) -> None:
+    """--mps auto: engines that share a card join the service's MPS daemon where its binary exists; one
+    engine on its card, CPU, an operator's own daemon, --mps off and a missing binary start none;
+    --mps on without the binary is refused at start."""
+    control = "/usr/bin/nvidia-cuda-mps-control"
+    found = {"nvidia-cuda-mps-control": control}.get
+
+    def plan(s: Settings, *, which: Any = found, environ: dict[str, str] | None = None, **kw: Any) -> Any:
+        args = {"device": "cuda", "cpu_count": 16, "gpu_bytes": 80 * 2**30, **kw}
+        return plan_topology(s, which=which, environ=environ or {}, **args)
+
+    qwen = _qwen_dir(tmp_path, QWEN_06B)
+    s = Settings(model=(qwen,), model_format="qwen3-reranker")
+    topo = plan(s)
+    assert topo.mps_control == control and [e.mps for e in topo.engines] == [True] * 4
+    env = {"CUDA_MPS_PIPE_DIRECTORY": "/run/x/pipe", "CUDA_MPS_LOG_DIRECTORY": "/run/x/log"}
+    cfgs = engine_configs(s, topo, [9001 + i for i in range(4)], mps_env=env)
+    assert all(c.env({})["CUDA_MPS_PIPE_DIRECTORY"] == "/run/x/pipe" for c in cfgs)
+    assert "CUDA_MPS_PIPE_DIRECTORY" not in engine_configs(s, topo, [9001 + i for i in range(4)])[0].env({})
+    # engines on their own cards: none joins; two engines on card 1: those two
+    split = s.replace(engine_devices=("0", "1", "1"))
+    assert [e.mps for e in plan(split).engines] == [False, True, True]
+    assert plan(s.replace(engine_replicas=1)).mps_control is None
+    assert plan(s.replace(mps="off")).mps_control is None
+    assert plan(s, device="cpu").mps_control is None
+    assert plan(s, environ={"CUDA_MPS_PIPE_DIRECTORY": "/tmp/nvidia-mps"}).mps_control is None
+    assert plan(s, which=lambda _: None).mps_control is None
+    assert plan(s.replace(tensor_parallel_size=2, engine_replicas=2)).mps_control is None
+    # on: even one engine joins; without the binary, a refusal that names the way out
+    assert [e.mps for e in plan(s.replace(mps="on", engine_replicas=1)).engines] == [True]
+    with pytest.raises(SettingsError, match=r"--mps on: nvidia-cuda-mps-control is not on PATH.*--mps off"):
+        plan(s.replace(mps="on"), which=lambda _: None)
+    assert parse_settings(["--mps", "off"], {}).mps == "off"
+    assert parse_settings([], {"RERANK_MPS": "on"}).mps == "on"
