@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import FAMILIES, EngineConfig, EngineHandle, EngineSupervisor, RestartPolicy, publish_state
+from engine import mps as mps_
 from engine.external import ExternalEngine
 from engine.mps import MpsDaemon, MpsError
 from gateway.settings import Settings
@@ -114,6 +115,11 @@ def _start_mps(settings: Settings, topology: Topology, runtime_dir: Path) -> Mps
     """The engines' MPS daemon, started, or None (not asked for, or --mps auto and it did not start)."""
     if topology.mps_control is None:
         return None
+    log = logging.getLogger("vllm_rerank")
+    refusal = mps_.mps_refusal()
+    if refusal and settings.mps == "auto":
+        log.info("mps_skipped reason=%r", refusal)
+        return None
     directory = runtime_dir / "mps"
     if len(str(directory)) > 80:  # its control socket is a Unix socket (at most 107 bytes of path)
         directory = Path(tempfile.mkdtemp(prefix="vllm-rerank-mps-"))
@@ -123,6 +129,6 @@ def _start_mps(settings: Settings, topology: Topology, runtime_dir: Path) -> Mps
     except MpsError as exc:
         if settings.mps == "on":
             raise
-        logging.getLogger("vllm_rerank").warning("mps_unavailable reason=%s engines=without_mps", exc)
+        log.warning("mps_unavailable reason=%s engines=without_mps", exc)
         return None
     return daemon

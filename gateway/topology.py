@@ -18,6 +18,7 @@ from engine import FAMILIES, EngineConfig, LaunchMode, ModelFamily
 from engine.config import detect_launch_mode, human_int, passed_value
 from engine.formats import FORMATS, FormatRefusal, ModelInfo, detect_format
 from engine.mps import CONTROL as MPS_CONTROL
+from engine.mps import operator_daemon
 from engine.sizing import gpu_total_bytes, kv_bytes_per_token, param_count
 from gateway.model_specs import ModelSpec
 from gateway.settings import Settings, SettingsError
@@ -223,7 +224,7 @@ def _mps_control(
     device: str,
     visible: list[list[str | None]],
     which: Callable[[str], str | None],
-    environ: Mapping[str, str],
+    environ: Mapping[str, str] | None,
 ) -> tuple[str | None, list[list[bool]]]:
     """--mps: the control binary (None: no daemon) and, per model and engine, whether it joins the daemon.
     auto: the engines on a card that two or more engines share (one engine has the card to itself, and
@@ -232,7 +233,7 @@ def _mps_control(
     Raises: SettingsError for --mps on where nvidia-cuda-mps-control is not on PATH."""
     none: list[list[bool]] = [[False] * len(v) for v in visible]
     mode = settings.mps
-    if mode == "off" or device == "cpu" or environ.get("CUDA_MPS_PIPE_DIRECTORY"):
+    if mode == "off" or device == "cpu" or operator_daemon(environ):
         return None, none
     if mode == "auto" and settings.tensor_parallel_size > 1:
         return None, none
@@ -312,7 +313,7 @@ def plan_topology(
     """Raises: SettingsError when a model cannot be served (no model and no bundled one, a format
     refused, GPU shares past the card, --mps on without MPS). `gpu_bytes`: the card's memory (default:
     asked of NVML on a GPU); `which` and `environ` find the MPS control binary and an MPS daemon of the
-    operator's (default: PATH and os.environ)."""
+    operator's (default: PATH and the process environment)."""
     device = device or settings.resolved_device
     cpu_count = cpu_count or os.cpu_count() or 2
     specs = settings.models
@@ -326,7 +327,7 @@ def plan_topology(
         devices = spec.devices or settings.engine_devices
         visible.append([devices[i % len(devices)] if devices else None for i in range(n)])
     shares = _plan_gpu_shares(settings, list(zip(specs, visible, strict=True)), device)
-    mps_control, mps = _mps_control(settings, device, visible, which, os.environ if environ is None else environ)
+    mps_control, mps = _mps_control(settings, device, visible, which, environ)
     several = len(specs) > 1
     sharing = sum(len(v) for v in visible) > 1 and device != "cpu"
     if sharing and gpu_bytes is None:

@@ -282,14 +282,14 @@ mps-on)
 mps-off)
   stamp "mps-off"; mps_quit
   ;;
-defaults-bert|defaults-qwen|defaults-qwen-tokens|defaults-qwen-nomps)
+defaults-bert|defaults-qwen|defaults-qwen-tokens|defaults-qwen-nomps|defaults-bert-nomps)
   # issue 20: the defaults (auto replicas, auto workers, KV budgets) with no sizing flags at all;
   # defaults-qwen-tokens: the same plus --max-num-batched-tokens T, for each T in DEF_TOKENS (default 32768)
-  m=bert-ce; [ $phase != defaults-bert ] && m=qwen3-rr
+  m=qwen3-rr; [[ $phase == defaults-bert* ]] && m=bert-ce
   runs=$phase; [ $phase = defaults-qwen-tokens ] && runs=$(for t in ${DEF_TOKENS:-32768}; do echo -n "defaults-qwen-t$t "; done)
   for tag in $runs; do
   tok=(); [[ $tag == defaults-qwen-t* ]] && tok=(--max-num-batched-tokens ${tag#defaults-qwen-t})
-  [ $tag = defaults-qwen-nomps ] && tok=(--mps off)
+  [[ $tag == *-nomps ]] && tok=(--mps off)
   [ -n "$MPS_DIR" ] && tag=$tag-mps
   [ -f "$OUTDIR/bench_$tag.json" ] && { stamp "skip $tag: measured in this call"; continue; }
   [ $(left) -lt 150 ] && { stamp "skip $tag: time"; continue; }

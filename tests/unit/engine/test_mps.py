@@ -96,8 +96,12 @@ def test_a_daemon_that_does_not_start_raises_and_leaves_nothing(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_the_daemon_dies_with_the_service(tmp_path: Path, binary: str, sig: int) -> None:
-    """The service killed (even SIGKILL, which runs no cleanup): its daemon goes too, and the daemon's server."""
+def test_the_daemon_dies_with_the_service(
+    tmp_path: Path, binary: str, sig: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service killed (even SIGKILL, which runs no cleanup): the keeper quits the daemon, and kills the
+    daemon's server even where the server would outlive the quit (FAKE_MPS_ORPHAN)."""
+    monkeypatch.setenv("FAKE_MPS_ORPHAN", "1")
     script = textwrap.dedent(
         f"""
         import sys, time
@@ -116,9 +120,10 @@ def test_the_daemon_dies_with_the_service(tmp_path: Path, binary: str, sig: int)
     assert service.stdout is not None
     pid = int(service.stdout.readline())
     server = int((tmp_path / "svc" / "pipe" / "server.pid").read_text())
+    daemon = int(subprocess.check_output(["pgrep", "-P", str(pid)]).split()[0])
     service.send_signal(sig)
     service.wait(10)
-    assert _gone(pid) and _gone(server)
+    assert _gone(pid) and _gone(daemon) and _gone(server)
 
 
 @pytest.mark.skipif(shutil.which(CONTROL) is None, reason="no NVIDIA driver utilities here")

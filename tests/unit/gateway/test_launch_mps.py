@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine import mps as mps_
 from engine.mps import CONTROL, MpsError
 from gateway.launch import plan_engines
 from gateway.settings import Settings
@@ -73,3 +74,38 @@ def test_a_daemon_that_cannot_start_is_a_warning_on_auto_and_an_error_on_on(
     on, topo_on = _settings(tmp_path / "on", runtime_dir=str(tmp_path / "rt2"), mps="on")
     with pytest.raises(MpsError, match="exited with code 3"):
         plan_engines(on, topo_on, ports=[])  # type: ignore[arg-type]
+
+
+def test_a_gpu_that_cannot_take_the_daemon_is_skipped_on_auto(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(mps_, "mps_refusal", lambda: "GPU 0 has MIG enabled")
+    s, topo = _settings(tmp_path, runtime_dir=str(tmp_path / "rt"))
+    with caplog.at_level(logging.INFO, logger="vllm_rerank"):
+        engines = plan_engines(s, topo, ports=[])  # type: ignore[arg-type]
+    assert engines.mps is None and "mps_skipped reason='GPU 0 has MIG enabled'" in caplog.text
+    engines.cleanup()
+    (tmp_path / "on").mkdir()
+    on, topo_on = _settings(tmp_path / "on", runtime_dir=str(tmp_path / "rt2"), mps="on")
+    forced = plan_engines(on, topo_on, ports=[])  # type: ignore[arg-type]  # the user's call
+    assert forced.mps is not None
+    forced.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("answer", "why"),
+    [
+        ("0, Default, Disabled\n1, Default, [N/A]\n", None),
+        ("0, Default, Disabled\n1, Exclusive_Process, Disabled\n", "GPU 1 is in compute mode Exclusive_Process"),
+        ("0, Default, Enabled\n", "GPU 0 has MIG enabled"),
+    ],
+)
+def test_mps_refusal_reads_nvidia_smi(tmp_path: Path, answer: str, why: str | None) -> None:
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\nprintf '{answer}'\n")
+    smi.chmod(0o755)
+    assert mps_.mps_refusal(str(smi)) == why
+    broken = tmp_path / "broken-smi"
+    broken.write_text("#!/bin/sh\nexit 9\n")
+    broken.chmod(0o755)
+    assert mps_.mps_refusal(str(broken)) is None
