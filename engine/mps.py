@@ -25,7 +25,7 @@ from pathlib import Path
 
 from engine.process import die_with_parent
 
-__all__ = ["CONTROL", "MpsDaemon", "MpsError", "control_binary", "keep", "mps_refusal", "operator_daemon"]
+__all__ = ["CONTROL", "MpsDaemon", "MpsError", "keep", "mps_refusal", "operator_daemon"]
 
 CONTROL = "nvidia-cuda-mps-control"
 log = logging.getLogger("vllm_rerank.engine")
@@ -33,11 +33,6 @@ log = logging.getLogger("vllm_rerank.engine")
 
 class MpsError(RuntimeError):
     """The control daemon could not be started."""
-
-
-def control_binary() -> str | None:
-    """The path of nvidia-cuda-mps-control on PATH, else None."""
-    return shutil.which(CONTROL)
 
 
 def operator_daemon(environ: Mapping[str, str] | None = None) -> str | None:

@@ -71,7 +71,14 @@ def plan_engines(settings: Settings, topology: Topology, *, ports: list[int]) ->
         socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         socket_dir.chmod(0o700)
         sockets = [str(socket_dir / f"engine{i}.sock") for i in range(len(topology.engines))]
-    mps = _start_mps(settings, topology, runtime_dir)
+    try:
+        mps = _start_mps(settings, topology, runtime_dir)
+    except MpsError:  # --mps on: the start stops here, leaving nothing behind
+        if socket_dir is not None:
+            shutil.rmtree(socket_dir, ignore_errors=True)
+        if not settings.runtime_dir:
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+        raise
     configs = engine_configs(settings, topology, ports, sockets=sockets, mps_env=mps.env() if mps else None)
     engines = ServiceEngines(
         configs=configs,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -74,6 +75,17 @@ def test_a_daemon_that_cannot_start_is_a_warning_on_auto_and_an_error_on_on(
     on, topo_on = _settings(tmp_path / "on", runtime_dir=str(tmp_path / "rt2"), mps="on")
     with pytest.raises(MpsError, match="exited with code 3"):
         plan_engines(on, topo_on, ports=[])  # type: ignore[arg-type]
+    made: list[Path] = []
+
+    def mkdtemp(prefix: str = "") -> str:
+        made.append(tmp_path / f"made{len(made)}")
+        made[-1].mkdir()
+        return str(made[-1])
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    with pytest.raises(MpsError):  # the dirs of its own making (runtime, sockets) are removed again
+        plan_engines(on.replace(runtime_dir=None), topo_on, ports=[])  # type: ignore[arg-type]
+    assert made and not any(d.exists() for d in made)
 
 
 def test_a_gpu_that_cannot_take_the_daemon_is_skipped_on_auto(
