@@ -20,12 +20,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from engine.process import die_with_parent
 
-__all__ = ["CONTROL", "MpsDaemon", "MpsError", "keep", "mps_refusal", "operator_daemon"]
+__all__ = ["CONTROL", "MpsDaemon", "MpsError", "keep", "mps_clients", "mps_refusal", "operator_daemon"]
 
 CONTROL = "nvidia-cuda-mps-control"
 log = logging.getLogger("vllm_rerank.engine")
@@ -38,6 +39,40 @@ class MpsError(RuntimeError):
 def operator_daemon(environ: Mapping[str, str] | None = None) -> str | None:
     """The pipe directory of an MPS daemon the environment already names (the operator's), else None."""
     return (os.environ if environ is None else environ).get("CUDA_MPS_PIPE_DIRECTORY") or None
+
+
+def mps_clients(
+    mode: str,
+    device: str,
+    tensor_parallel_size: int,
+    cards: list[list[str | None]],
+    *,
+    which: Callable[[str], str | None] = shutil.which,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[str | None, list[list[bool]]]:
+    """Which engines join a private MPS daemon, for `mode` (auto, on, off) and each engine's card
+    (`cards`: per model, each engine's CUDA_VISIBLE_DEVICES, None for the default card): the control
+    binary (None: no daemon) and, per model and engine, whether it joins. auto: the engines on a card
+    that two or more engines share (one engine has its card to itself; a tensor-parallel engine spans
+    cards). on: every engine on a GPU. Nobody joins on CPU or where the environment names the
+    operator's own daemon.
+
+    Raises: MpsError for `on` where the control binary is not on PATH."""
+    none: list[list[bool]] = [[False] * len(v) for v in cards]
+    if mode == "off" or device == "cpu" or operator_daemon(environ):
+        return None, none
+    if mode == "auto" and tensor_parallel_size > 1:
+        return None, none
+    engines_on = Counter(card for engine_cards in cards for card in engine_cards)
+    join = [[mode == "on" or engines_on[card] > 1 for card in engine_cards] for engine_cards in cards]
+    if not any(any(j) for j in join):
+        return None, none
+    binary = which(CONTROL)
+    if binary is None:
+        if mode == "on":
+            raise MpsError(f"{CONTROL} is not on PATH (it comes with the NVIDIA driver's utilities)")
+        return None, none
+    return binary, join
 
 
 def mps_refusal(smi: str | None = None, timeout: float = 10.0) -> str | None:

@@ -10,15 +10,13 @@ import os
 import re
 import shlex
 import shutil
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from engine import FAMILIES, EngineConfig, LaunchMode, ModelFamily
 from engine.config import detect_launch_mode, human_int, passed_value
 from engine.formats import FORMATS, FormatRefusal, ModelInfo, detect_format
-from engine.mps import CONTROL as MPS_CONTROL
-from engine.mps import operator_daemon
+from engine.mps import MpsError, mps_clients
 from engine.sizing import gpu_total_bytes, kv_bytes_per_token, param_count
 from gateway.model_specs import ModelSpec
 from gateway.settings import Settings, SettingsError
@@ -219,39 +217,6 @@ def _window(settings: Settings, spec: ModelSpec, info: ModelInfo) -> int | None:
     )
 
 
-def _mps_control(
-    settings: Settings,
-    device: str,
-    visible: list[list[str | None]],
-    which: Callable[[str], str | None],
-    environ: Mapping[str, str] | None,
-) -> tuple[str | None, list[list[bool]]]:
-    """--mps: the control binary (None: no daemon) and, per model and engine, whether it joins the daemon.
-    auto: the engines on a card that two or more engines share (one engine has the card to itself, and
-    a tensor-parallel engine spans cards). on: every managed engine on a GPU.
-
-    Raises: SettingsError for --mps on where nvidia-cuda-mps-control is not on PATH."""
-    none: list[list[bool]] = [[False] * len(v) for v in visible]
-    mode = settings.mps
-    if mode == "off" or device == "cpu" or operator_daemon(environ):
-        return None, none
-    if mode == "auto" and settings.tensor_parallel_size > 1:
-        return None, none
-    engines_on = Counter(card for cards in visible for card in cards)
-    join = [[mode == "on" or engines_on[card] > 1 for card in cards] for cards in visible]
-    if not any(any(j) for j in join):
-        return None, none
-    binary = which(MPS_CONTROL)
-    if binary is None:
-        if mode == "on":
-            raise SettingsError(
-                f"--mps on: {MPS_CONTROL} is not on PATH (it comes with the NVIDIA driver's utilities); "
-                "--mps off runs the engines without MPS"
-            )
-        return None, none
-    return binary, join
-
-
 def _plan_gpu_shares(
     settings: Settings, models: list[tuple[ModelSpec, list[str | None]]], device: str
 ) -> list[list[float | None]]:
@@ -310,10 +275,9 @@ def plan_topology(
     which: Callable[[str], str | None] = shutil.which,
     environ: Mapping[str, str] | None = None,
 ) -> Topology:
-    """Raises: SettingsError when a model cannot be served (no model and no bundled one, a format
-    refused, GPU shares past the card, --mps on without MPS). `gpu_bytes`: the card's memory (default:
-    asked of NVML on a GPU); `which` and `environ` find the MPS control binary and an MPS daemon of the
-    operator's (default: PATH and the process environment)."""
+    """Raises: SettingsError when a model cannot be served (no model and no bundled one, a format refused,
+    GPU shares past the card, --mps on without MPS). `gpu_bytes`: the card's memory (default: NVML's);
+    `which`, `environ`: for engine.mps.mps_clients (default: PATH, the process environment)."""
     device = device or settings.resolved_device
     cpu_count = cpu_count or os.cpu_count() or 2
     specs = settings.models
@@ -327,7 +291,12 @@ def plan_topology(
         devices = spec.devices or settings.engine_devices
         visible.append([devices[i % len(devices)] if devices else None for i in range(n)])
     shares = _plan_gpu_shares(settings, list(zip(specs, visible, strict=True)), device)
-    mps_control, mps = _mps_control(settings, device, visible, which, environ)
+    try:
+        mps_control, mps = mps_clients(
+            settings.mps, device, settings.tensor_parallel_size, visible, which=which, environ=environ
+        )
+    except MpsError as exc:
+        raise SettingsError(f"--mps on: {exc}; --mps off runs the engines without MPS") from None
     several = len(specs) > 1
     sharing = sum(len(v) for v in visible) > 1 and device != "cpu"
     if sharing and gpu_bytes is None:
