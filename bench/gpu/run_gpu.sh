@@ -10,14 +10,12 @@
 #                            group, py-spy profiles of a gateway worker / engine API server / EngineCore
 #   run_gpu.sh qwen          service (qwen3-rr, preset overrides + template, sized GPU memory): A/B + MFU
 #   run_gpu.sh qwen-replicas service with qwen3-rr over --engine-replicas 4 (QWEN_REPLICA_SPECS) vs one engine
-#   run_gpu.sh defaults-bert / defaults-qwen / defaults-qwen-tokens (DEF_TOKENS) / defaults-qwen-nomps (--mps off)
+#   run_gpu.sh defaults-bert / defaults-qwen / defaults-qwen-tokens (DEF_TOKENS) / defaults-{qwen,bert}-nomps (--mps off)
 #                            issue 20: --model only (auto replicas/workers/KV budget/MPS): what
 #                            /health resolved, first request vs next ten, one engine vs service at conc 64/128
 #   run_gpu.sh two-models    --model bert=bert-ce --model qwen=qwen3-rr: /health per model, both loaded at once
 #   run_gpu.sh qwen4b        a Qwen3-4B-shape checkpoint (built on the GPU) with the origin guide's recipe: service vs direct
 #   run_gpu.sh gateway-cost  the gateway alone against the stub engine (bench/bench.py), on the GPU host's quiet cores
-#   run_gpu.sh mps-on / mps-off  a private CUDA MPS control daemon for the services started in between
-#                            (their tags get -mps)
 #   run_gpu.sh levers        bert-ce replicas with --api-server-count 2 (pass-through) / more gateway workers
 #
 # Staging here first: bash bench/gpu/stage_extra.sh. Then, back to back on one warm machine
@@ -112,21 +110,8 @@ mfu_window() {  # mfu_window TAG MODEL_NAME WORDS CONFIG: 10 s of service load b
   $SVC tokens --health "$WORK/health_$1.json" --out "$WORK/tok1_$1.json" >/dev/null
   $SVC computed --before "$WORK/tok0_$1.json" --after "$WORK/tok1_$1.json" --config $4
 }
-# CUDA MPS (a lever): a private control daemon; the services started after `mps-on` inherit its pipe
-# directory, so their engines share one MPS server (kernels of several engines run side by side
-# instead of time-sliced). `mps-off` (or the end of the call) quits it.
-MPS_DIR=""
-mps_quit() {
-  [ -z "$MPS_DIR" ] && return 0
-  echo "MPS servers: $(echo get_server_list | nvidia-cuda-mps-control 2>&1 | tr '\n' ' ')"
-  grep -cE "NEW CLIENT" "$MPS_DIR/log/control.log" 2>/dev/null | sed 's/^/MPS clients attached (control.log): /'
-  echo quit | nvidia-cuda-mps-control; sleep 2
-  cp "$MPS_DIR"/log/*.log "$WORK/" 2>/dev/null
-  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; MPS_DIR=""
-}
 finish() {
   [ -n "$SVC_PID" ] && svc_stop last
-  mps_quit
   [ -n "$SMI_PID" ] && kill $SMI_PID 2>/dev/null
   tar czf "$OUTDIR/work_${TAGS}.tgz" -C "$WORK" . 2>/dev/null; rm -rf "$WORK"/*
   stamp "done"
@@ -272,16 +257,6 @@ levers)
     svc_stop $tag
   done
   ;;
-mps-on)
-  command -v nvidia-cuda-mps-control >/dev/null || { stamp "mps-on: no nvidia-cuda-mps-control here: skipped"; continue; }
-  nvidia-smi --query-gpu=compute_mode --format=csv,noheader | sed 's/^/compute mode: /'
-  MPS_DIR=/root/mps; rm -rf $MPS_DIR; mkdir -p $MPS_DIR/pipe $MPS_DIR/log
-  export CUDA_MPS_PIPE_DIRECTORY=$MPS_DIR/pipe CUDA_MPS_LOG_DIRECTORY=$MPS_DIR/log
-  if nvidia-cuda-mps-control -d; then stamp "mps-on: control daemon up ($MPS_DIR)"; else stamp "mps-on: the daemon did not start"; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY; MPS_DIR=""; fi
-  ;;
-mps-off)
-  stamp "mps-off"; mps_quit
-  ;;
 defaults-bert|defaults-qwen|defaults-qwen-tokens|defaults-qwen-nomps|defaults-bert-nomps)
   # issue 20: the defaults (auto replicas, auto workers, KV budgets) with no sizing flags at all;
   # defaults-qwen-tokens: the same plus --max-num-batched-tokens T, for each T in DEF_TOKENS (default 32768)
@@ -290,7 +265,6 @@ defaults-bert|defaults-qwen|defaults-qwen-tokens|defaults-qwen-nomps|defaults-be
   for tag in $runs; do
   tok=(); [[ $tag == defaults-qwen-t* ]] && tok=(--max-num-batched-tokens ${tag#defaults-qwen-t})
   [[ $tag == *-nomps ]] && tok=(--mps off)
-  [ -n "$MPS_DIR" ] && tag=$tag-mps
   [ -f "$OUTDIR/bench_$tag.json" ] && { stamp "skip $tag: measured in this call"; continue; }
   [ $(left) -lt 150 ] && { stamp "skip $tag: time"; continue; }
   stamp "$tag: service with --model $MODELS/$m and the defaults ${tok[*]}"
@@ -307,7 +281,7 @@ print("engines:", len(h.get("engines") or []), [(e.get("name"), e.get("state"), 
 EOF2
   grep -oE "kv.cache.memory.bytes[= ,'\"]*[0-9]+|Available KV cache memory: [0-9.]+ GiB|GPU KV cache size: [0-9,]+ tokens|No available memory[^\"]*" "$WORK/service_$phase.log" | sort | uniq -c | head -12
   grep -oE "max_num_batched_tokens[=:' ]+[0-9]+|chunked_prefill[a-z_]*[=:' ]+[A-Za-z]+" "$WORK/service_$phase.log" | sort | uniq -c | head -4
-  grep -E "mps_started|mps_unavailable" "$WORK/service_$phase.log" | cut -c1-300 | head -3
+  grep -E "mps_started|mps_skipped|mps_unavailable" "$WORK/service_$phase.log" | cut -c1-300 | head -3
   $SVC first --model $m --words $MODELS/$m/words.txt --n 100 --doc-words 100
   E=$(engine_url $phase 0); kind=rerank; [ $m = qwen3-rr ] && kind=score
   smi_start $phase
