@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from engine import mps as mps_
 from engine.mps import CONTROL, MpsError
 from gateway.launch import plan_engines
 from gateway.settings import Settings
-from gateway.topology import plan_topology
+from gateway.topology import Topology, plan_topology
+from tests.unit.engine.test_mps import _gone
 from tests.unit.gateway.test_many_models import QWEN_06B, _qwen_dir
 
 FAKE = Path(__file__).resolve().parents[2] / "fakes" / "fake_mps_control.py"
@@ -29,25 +29,16 @@ def _binary(tmp_path: Path) -> str:
     return str(path)
 
 
-def _settings(tmp_path: Path, **kw: object) -> tuple[Settings, object]:
+def _settings(tmp_path: Path, **kw: object) -> tuple[Settings, Topology]:
     s = Settings(model=(_qwen_dir(tmp_path, QWEN_06B),), model_format="qwen3-reranker", **kw)
     binary = _binary(tmp_path)
     topo = plan_topology(s, device="cuda", cpu_count=16, gpu_bytes=80 * 2**30, which=lambda _: binary, environ={})
     return s, topo
 
 
-def _gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def test_the_daemon_runs_for_the_engines_and_stops_with_cleanup(tmp_path: Path) -> None:
     s, topo = _settings(tmp_path, runtime_dir=str(tmp_path / "rt"))
-    engines = plan_engines(s, topo, ports=[])  # type: ignore[arg-type]
+    engines = plan_engines(s, topo, ports=[])
     try:
         assert engines.mps is not None and engines.mps.pid is not None
         pipe = engines.mps.pipe_dir
@@ -66,7 +57,7 @@ def test_a_daemon_that_cannot_start_is_a_warning_on_auto_and_an_error_on_on(
     monkeypatch.setenv("FAKE_MPS_FAIL", "exit")
     s, topo = _settings(tmp_path, runtime_dir=str(tmp_path / "rt"))
     with caplog.at_level(logging.WARNING, logger="vllm_rerank"):
-        engines = plan_engines(s, topo, ports=[])  # type: ignore[arg-type]
+        engines = plan_engines(s, topo, ports=[])
     assert engines.mps is None
     assert not any("CUDA_MPS_PIPE_DIRECTORY" in c.env({}) for c in engines.configs)
     assert "mps_unavailable" in caplog.text and "exited with code 3" in caplog.text
@@ -74,7 +65,7 @@ def test_a_daemon_that_cannot_start_is_a_warning_on_auto_and_an_error_on_on(
     (tmp_path / "on").mkdir()
     on, topo_on = _settings(tmp_path / "on", runtime_dir=str(tmp_path / "rt2"), mps="on")
     with pytest.raises(MpsError, match="exited with code 3"):
-        plan_engines(on, topo_on, ports=[])  # type: ignore[arg-type]
+        plan_engines(on, topo_on, ports=[])
     made: list[Path] = []
 
     def mkdtemp(prefix: str = "") -> str:
@@ -84,7 +75,7 @@ def test_a_daemon_that_cannot_start_is_a_warning_on_auto_and_an_error_on_on(
 
     monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     with pytest.raises(MpsError):  # the dirs of its own making (runtime, sockets) are removed again
-        plan_engines(on.replace(runtime_dir=None), topo_on, ports=[])  # type: ignore[arg-type]
+        plan_engines(on.replace(runtime_dir=None), topo_on, ports=[])
     assert made and not any(d.exists() for d in made)
 
 
@@ -94,12 +85,12 @@ def test_a_gpu_that_cannot_take_the_daemon_is_skipped_on_auto(
     monkeypatch.setattr(mps_, "mps_refusal", lambda: "GPU 0 has MIG enabled")
     s, topo = _settings(tmp_path, runtime_dir=str(tmp_path / "rt"))
     with caplog.at_level(logging.INFO, logger="vllm_rerank"):
-        engines = plan_engines(s, topo, ports=[])  # type: ignore[arg-type]
+        engines = plan_engines(s, topo, ports=[])
     assert engines.mps is None and "mps_skipped reason='GPU 0 has MIG enabled'" in caplog.text
     engines.cleanup()
     (tmp_path / "on").mkdir()
     on, topo_on = _settings(tmp_path / "on", runtime_dir=str(tmp_path / "rt2"), mps="on")
-    forced = plan_engines(on, topo_on, ports=[])  # type: ignore[arg-type]  # the user's call
+    forced = plan_engines(on, topo_on, ports=[])  # the user's call
     assert forced.mps is not None
     forced.cleanup()
 
