@@ -150,6 +150,16 @@ class Deployed:
         }
 
 
+def _top_others(d: Deployed, sample_s: float = 2.0) -> str:
+    """The processes outside the deployment and this test that used the most CPU over `sample_s` seconds."""
+    ours = {p.pid for tree in d.engines().values() for p in tree} | {os.getpid()}
+    procs = [p for p in psutil.process_iter(["pid", "name"]) if p.pid not in ours]
+    before = {p.pid: _cpu_seconds(p) for p in procs}
+    time.sleep(sample_s)
+    used = sorted((((_cpu_seconds(p) - before[p.pid]) / sample_s, p) for p in procs), key=lambda t: t[0])[-4:]
+    return ", ".join(f"{p.info['name']}[{p.pid}] {c:.2f}" for c, p in reversed(used) if c >= 0.05) or "none now"
+
+
 def _cpu_seconds(proc: Any) -> float:
     try:
         return float(sum(proc.cpu_times()[:2]))  # user + system
@@ -482,6 +492,15 @@ def test_autoscaling_from_one_to_two_replicas_under_load(deployed: Deployed) -> 
     print(f"\nray serve: 1 replica {one:.1f} pairs/s, 2 replicas {two:.1f} pairs/s ({two / one:.2f}x)\n{report}")
     # In the last window both engines worked, each on a core of its own (_pinned).
     assert len(busy) == 2 and all(v > 1.0 for v in busy.values()), f"both engines must work: {busy}"
+    # CPU that neither the deployment nor this test's clients spent, in cores (another suite's engines, a
+    # neighbour): on two cores, 0.4 of a core taken elsewhere leaves the second replica no core to add.
+    others = min(w.cores["machine"] - w.cores["engines"] - w.cores["ray"] - w.cores["client"] for w in twos)
+    if not passed and others >= 0.4:
+        pytest.skip(
+            f"other processes took {others:.2f} cores of this machine's {os.cpu_count()} in every two-replica "
+            f"window ({_top_others(deployed)}): the second replica had no core to add (1 replica {one:.1f} "
+            f"pairs/s, 2 replicas {two:.1f}); autoscaling, both engines working and no loss were checked\n{report}"
+        )
     if not passed and min(machine) < 1.3:
         pytest.skip(
             f"this machine's second core adds {min(machine):.2f}x of the first's arithmetic: no second replica can "
